@@ -1,0 +1,186 @@
+"""RunConfig: every key of one experiment, its defaults, parsing from key=value / YAML, and validation."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message names the field and how to fix it (the CLI exits with 2)."""
+
+
+@dataclass
+class RunConfig:
+    """One run of the grid: (dataset, objective, selector, fraction, seed) plus everything that shapes it."""
+
+    # what is trained on
+    dataset: str = field(default="fashion_mnist", metadata={"help": "data set name (see `acs list`)"})
+    data_dir: str | None = field(default=None, metadata={"help": "folder holding the data set; default: the data set's usual places"})
+    download: bool = field(default=False, metadata={"help": "let torchvision download CIFAR/SVHN when missing (needs internet)"})
+    train_size: int = field(default=0, metadata={"help": "stratified training subset size drawn with data_seed; 0 = all"})
+    val_size: int = field(default=1000, metadata={"help": "held-out validation samples split off the training set (never the test set)"})
+    test_size: int = field(default=0, metadata={"help": "stratified test subset size for the final evaluation; 0 = all"})
+    data_seed: int = field(default=0, metadata={"help": "seed of the subset and validation split (shared across run seeds)"})
+    augment: str | None = field(default=None, metadata={"help": "training-batch augmentation: none | crop | crop_flip; default: the data set's convention"})
+    # model and objective
+    model: str = field(default="small_cnn", metadata={"help": "architecture name (see `acs list`)"})
+    objective: str = field(default="pgd_linf", metadata={"help": "training objective (see `acs list`)"})
+    eps: float | None = field(default=None, metadata={"help": "attack radius in pixel units; default: the data set's eps for the objective's norm"})
+    alpha: float | None = field(default=None, metadata={"help": "attack step size; default: the objective's convention (eps/4 for PGD)"})
+    attack_steps: int = field(default=10, metadata={"help": "attack iterations during training (PGD, TRADES)"})
+    beta: float = field(default=6.0, metadata={"help": "TRADES trade-off weight (1/lambda)"})
+    # coreset selection
+    selector: str = field(default="full", metadata={"help": "coreset selector (see `acs list`); full = train on all data"})
+    selector_opts: dict[str, Any] = field(default_factory=dict, metadata={"help": "selector options, given as selector.KEY=VALUE"})
+    fraction: float = field(default=1.0, metadata={"help": "coreset fraction c in (0, 1]"})
+    kappa: float = field(default=0.5, metadata={"help": "warm-start fraction: first round(c*int(kappa*E)) epochs on full data, the rest of int(kappa*E) skipped"})
+    select_every: int = field(default=20, metadata={"help": "reselect the coreset every T epochs"})
+    # optimisation schedule
+    epochs: int = field(default=10, metadata={"help": "total epochs E (LR schedule is indexed by absolute epoch)"})
+    batch_size: int = field(default=128, metadata={"help": "training batch size"})
+    lr: float = field(default=0.05, metadata={"help": "initial learning rate of SGD"})
+    lr_schedule: str = field(default="cosine", metadata={"help": "step | cosine | constant"})
+    milestones: list[int] = field(default_factory=list, metadata={"help": "epochs at which the step schedule multiplies the LR by lr_gamma"})
+    lr_gamma: float = field(default=0.1, metadata={"help": "step schedule factor"})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
+    weight_decay: float = field(default=5e-4, metadata={"help": "SGD weight decay"})
+    # final quick evaluation
+    eval_steps: int = field(default=20, metadata={"help": "PGD steps of the quick robust evaluation written to metrics.json"})
+    eval_batch_size: int = field(default=500, metadata={"help": "batch size of evaluation and selection passes"})
+    # execution
+    seed: int = field(default=0, metadata={"help": "run seed (initialisation, shuffling, attack noise, selection)"})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
+    amp: str = field(default="none", metadata={"help": "training autocast: none | bf16 | fp16 (evaluation stays fp32)"})
+    channels_last: bool = field(default=False, metadata={"help": "channels_last memory format (helps convolutions on GPUs)"})
+    out: str = field(default="results/runs/default", metadata={"help": "run folder (metrics.json, model.pt, coresets/)"})
+    quiet: bool = field(default=False, metadata={"help": "no progress bars (batch jobs)"})
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
+        """Build and validate a config; unknown keys and wrongly typed values raise ConfigError."""
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in known:
+                raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(known)}")
+            kwargs[key] = _coerce(key, value, _field_type(cls, key))
+        cfg = cls(**kwargs)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """Range checks that do not need the registries (names are checked where they are looked up)."""
+        checks = [
+            (0 < self.fraction <= 1, "fraction", f"{self.fraction} is outside (0, 1]; use e.g. fraction=0.5"),
+            (self.epochs >= 1, "epochs", f"{self.epochs} < 1; use epochs=1 or more"),
+            (self.select_every >= 1, "select_every", f"{self.select_every} < 1; use select_every=1 or more"),
+            (0 <= self.kappa < 1, "kappa", f"{self.kappa} is outside [0, 1); use e.g. kappa=0.5"),
+            (self.eps is None or self.eps >= 0, "eps", f"{self.eps} is negative; use eps=0 or more"),
+            (self.alpha is None or self.alpha > 0, "alpha", f"{self.alpha} must be > 0"),
+            (self.attack_steps >= 1, "attack_steps", f"{self.attack_steps} < 1"),
+            (self.eval_steps >= 1, "eval_steps", f"{self.eval_steps} < 1"),
+            (self.batch_size >= 1, "batch_size", f"{self.batch_size} < 1"),
+            (self.eval_batch_size >= 1, "eval_batch_size", f"{self.eval_batch_size} < 1"),
+            (self.lr > 0, "lr", f"{self.lr} must be > 0"),
+            (self.beta >= 0, "beta", f"{self.beta} is negative"),
+            (self.train_size >= 0, "train_size", f"{self.train_size} is negative; 0 means all"),
+            (self.val_size >= 0, "val_size", f"{self.val_size} is negative"),
+            (self.test_size >= 0, "test_size", f"{self.test_size} is negative; 0 means all"),
+            (self.lr_schedule in ("step", "cosine", "constant"), "lr_schedule", f"{self.lr_schedule!r}; valid: step, cosine, constant"),
+            (self.augment in (None, "none", "crop", "crop_flip"), "augment", f"{self.augment!r}; valid: none, crop, crop_flip"),
+            (self.amp in ("none", "bf16", "fp16"), "amp", f"{self.amp!r}; valid: none, bf16, fp16"),
+            (all(m >= 0 for m in self.milestones), "milestones", "epochs must be >= 0"),
+        ]
+        for ok, key, message in checks:
+            if not ok:
+                raise ConfigError(f"{key}: {message}")
+
+
+def _field_type(cls: type, key: str) -> Any:
+    return typing.get_type_hints(cls)[key]
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Convert a YAML-parsed (or string) value to the field's declared type, or raise ConfigError naming the key."""
+    if isinstance(value, str) and annotation is not str:
+        value = yaml.safe_load(value) if value.strip() else None
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (annotation,) = [a for a in args if a is not type(None)]
+        return _coerce(key, value, annotation)
+    if origin is list:
+        items = value if isinstance(value, list) else [value]
+        return [_coerce(key, v, args[0]) for v in items]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if annotation is bool and isinstance(value, bool):
+        return value
+    if annotation is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if annotation is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise ConfigError(f"{key}: expected {getattr(annotation, '__name__', annotation)}, got {value!r}")
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`key=value` strings -> dict; `selector.KEY=VALUE` goes into selector_opts."""
+    values: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{item!r}: expected key=value, e.g. dataset=fashion_mnist")
+        if key.startswith("selector."):
+            values.setdefault("selector_opts", {})[key.split(".", 1)[1]] = yaml.safe_load(raw)
+        else:
+            values[key] = raw
+    return values
+
+
+def load_config(path: str | None, overrides: list[str]) -> RunConfig:
+    """A RunConfig from an optional YAML/JSON file, then key=value overrides on top."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"--config: file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--config: {path} is not valid YAML/JSON ({str(err).splitlines()[0]})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"--config: {path} must hold a mapping of config keys")
+        values.update(loaded)
+    extra = parse_overrides(overrides)
+    opts = {**values.get("selector_opts", {}), **extra.pop("selector_opts", {})}
+    values.update(extra)
+    if opts:
+        values["selector_opts"] = opts
+    return RunConfig.from_dict(values)
+
+
+def config_hash(cfg: RunConfig, ignore: tuple[str, ...] = ("out", "quiet", "device")) -> str:
+    """A stable digest of the keys that change results, to refuse resuming a different run in the same folder."""
+    d = {k: v for k, v in cfg.to_dict().items() if k not in ignore}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

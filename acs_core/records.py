@@ -1,0 +1,82 @@
+"""The run folder: versioned metrics.json, model.pt (state_dict + spec), coresets/, atomic writes, load_run()."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .models import Classifier, build_model
+
+SCHEMA_VERSION = 1
+METRICS, MODEL, CHECKPOINT, CORESETS = "metrics.json", "model.pt", "checkpoint.pt", "coresets"
+
+
+class RunFolderError(RuntimeError):
+    """A run folder that cannot be used: missing or corrupt files, or it holds a different run."""
+
+
+def _atomic(path: Path, write: Any) -> None:
+    """Write via a temporary file in the same folder, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    _atomic(path, lambda fh: fh.write(json.dumps(obj, indent=2, sort_keys=False).encode() + b"\n"))
+
+
+def torch_save(path: Path, obj: Any) -> None:
+    _atomic(path, lambda fh: torch.save(obj, fh))
+
+
+def save_coreset(run_dir: Path, epoch: int, rows: torch.Tensor, source_index: torch.Tensor, weights: torch.Tensor) -> str:
+    """Store one selection: rows of the training split, the samples' indices in the source data set, weights."""
+    rel = f"{CORESETS}/epoch_{epoch:04d}.npz"
+    _atomic(run_dir / rel, lambda fh: np.savez(fh, rows=rows.cpu().numpy(), dataset_index=source_index.cpu().numpy(),
+                                                  weights=weights.cpu().numpy()))
+    return rel
+
+
+def save_model(run_dir: Path, model: Classifier, spec: dict[str, Any]) -> None:
+    torch_save(run_dir / MODEL, {"spec": spec, "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}})
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any] | None:
+    """The run's metrics.json, or None if it does not exist; a corrupt file raises RunFolderError."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise RunFolderError(f"{path}: corrupt metrics.json ({err}); delete the run folder and rerun") from None
+    if record.get("schema_version") != SCHEMA_VERSION:
+        raise RunFolderError(f"{path}: schema_version {record.get('schema_version')} != {SCHEMA_VERSION}; rerun with this acs_core")
+    return record
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[Classifier, dict[str, Any]]:
+    """Rebuild a finished run's model (eval mode, on `device`) and return it with its metrics record."""
+    run_dir = Path(run_dir)
+    record = read_metrics(run_dir)
+    if record is None:
+        raise RunFolderError(f"{run_dir}: no {METRICS}; is this a finished run folder?")
+    try:
+        saved = torch.load(run_dir / MODEL, map_location="cpu", weights_only=True)
+        model = build_model(**saved["spec"])
+        model.load_state_dict(saved["state_dict"])
+    except (OSError, RuntimeError, KeyError, EOFError, ValueError) as err:
+        raise RunFolderError(f"{run_dir / MODEL}: missing or corrupt checkpoint ({err.__class__.__name__}); rerun the training") from None
+    return model.to(device).eval(), record

@@ -1,0 +1,55 @@
+"""The epoch plan of a (warm-started) coreset run and the learning rate indexed by absolute epoch."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .config import RunConfig
+
+FULL, SKIP, CORESET = "full", "skip", "coreset"
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Epochs [0, full_end) full data, [full_end, warm_end) skipped, [warm_end, E) coreset, reselecting every T.
+
+    With warm start kappa the run spends round(c * int(kappa*E)) epochs on full data and skips the rest of the
+    warm-up, so its compute is comparable to "a fraction c of the epochs" (the ACS reference's "warm" variants).
+    A run without a coreset (selector `full`) trains every epoch on the full data.
+    """
+
+    epochs: int
+    fraction: float = 1.0
+    kappa: float = 0.0
+    interval: int = 1
+    coreset: bool = False
+
+    @property
+    def warm_end(self) -> int:
+        return int(self.kappa * self.epochs) if self.coreset else 0
+
+    @property
+    def full_end(self) -> int:
+        return round(self.fraction * self.warm_end) if self.coreset else self.epochs
+
+    def phase(self, epoch: int) -> str:
+        if epoch < self.full_end:
+            return FULL
+        return SKIP if epoch < self.warm_end else CORESET
+
+    def selects(self, epoch: int) -> bool:
+        """True on the epochs that (re)select the coreset."""
+        return self.phase(epoch) == CORESET and (epoch - self.warm_end) % self.interval == 0
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig, coreset: bool) -> "Schedule":
+        return cls(cfg.epochs, cfg.fraction, cfg.kappa, cfg.select_every, coreset)
+
+
+def learning_rate(cfg: RunConfig, epoch: int) -> float:
+    """LR at an absolute epoch: step (x lr_gamma at each milestone passed), cosine to 0 over E epochs, or constant."""
+    if cfg.lr_schedule == "step":
+        return cfg.lr * cfg.lr_gamma ** sum(epoch >= m for m in cfg.milestones)
+    if cfg.lr_schedule == "cosine":
+        return 0.5 * cfg.lr * (1 + math.cos(math.pi * epoch / cfg.epochs))
+    return cfg.lr

@@ -1,0 +1,74 @@
+"""The selector API: select(context) -> Coreset(indices, weights), plus the registry and shared budget helpers."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..config import ConfigError
+from ..data import Split
+from ..models import Classifier
+from ..objectives import Objective
+from ..registry import Registry
+from ..timing import PhaseTimer
+
+
+@dataclass
+class Coreset:
+    """Rows of the candidate split and their loss weights gamma (> 0)."""
+
+    indices: torch.Tensor
+    weights: torch.Tensor
+
+
+@dataclass
+class SelectionContext:
+    """Everything a selector may use; it must not touch the test split (it never receives it)."""
+
+    model: Classifier
+    objective: Objective
+    candidates: Split
+    budget: int
+    fraction: float
+    num_classes: int
+    generator: torch.Generator
+    device: torch.device
+    batch_size: int
+    timer: PhaseTimer
+    epoch: int
+
+
+class Selector:
+    """Base class. Subclasses are dataclasses whose fields are their options (given as selector.KEY=VALUE)."""
+
+    uses_coreset: bool = True  # False only for `full`: the schedule then trains every epoch on all data
+
+    def select(self, ctx: SelectionContext) -> Coreset:
+        raise NotImplementedError
+
+
+SELECTORS: Registry[type[Selector]] = Registry("selector")
+
+
+def build_selector(name: str, options: dict[str, Any]) -> Selector:
+    """Instantiate a registered selector with its options; an unknown option names the valid ones."""
+    cls = SELECTORS.get(name)
+    valid = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
+    for key in options:
+        if key not in valid:
+            raise ConfigError(f"selector.{key}: not an option of selector {name!r}; valid: {', '.join(valid) or 'none'}")
+    return cls(**options)
+
+
+def class_budgets(y: torch.Tensor, total: int) -> dict[int, int]:
+    """Per-class budgets proportional to class sizes: ceil(share), trimmed from the largest budgets to sum to `total`."""
+    classes, counts = torch.unique(y, return_counts=True)
+    budgets = {int(c): min(int(n), -(-int(n) * total // len(y))) for c, n in zip(classes, counts)}
+    excess = sum(budgets.values()) - total
+    while excess > 0:
+        c = max(budgets, key=lambda k: (budgets[k], -k))
+        budgets[c] -= 1
+        excess -= 1
+    return budgets

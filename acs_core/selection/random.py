@@ -1,0 +1,24 @@
+"""`random`: a uniformly random subset of the budget, class-balanced by default, all weights 1."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..data import sample_per_class
+from .base import SELECTORS, Coreset, SelectionContext, Selector, class_budgets
+
+
+@SELECTORS.register("random", "uniform random subset with weights 1; class_balanced=true keeps class shares")
+@dataclass
+class Random(Selector):
+    class_balanced: bool = True
+
+    def select(self, ctx: SelectionContext) -> Coreset:
+        y = ctx.candidates.y
+        if not self.class_balanced:
+            chosen = torch.randperm(len(y), generator=ctx.generator)[: ctx.budget]
+        else:
+            chosen = sample_per_class(y, class_budgets(y, ctx.budget), ctx.generator)
+        chosen = torch.sort(chosen).values
+        return Coreset(chosen, torch.ones(len(chosen)))
