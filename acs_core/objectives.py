@@ -104,6 +104,11 @@ class Trades(Objective):
         return F.cross_entropy(z_clean, y, reduction="none") + self.beta * kl
 
 
+def weighted_mean(losses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """sum(gamma * l) / sum(gamma): the coreset loss; with unit weights it is the ordinary mean."""
+    return (weights * losses.float()).sum() / weights.sum()
+
+
 def _default_alpha(name: str, eps: float, steps: int) -> float:
     """Step-size conventions: FGSM-RS 1.25*eps, PGD l_inf eps/4 (2/255 at 8/255), l_2 2.5*eps/K, TRADES 0.007/0.031*eps."""
     return {"fgsm_rs": 1.25 * eps, "pgd_l2": 2.5 * eps / steps, "trades": eps * 0.007 / 0.031}.get(name, eps / 4)

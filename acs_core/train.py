@@ -19,7 +19,7 @@ from .config import RunConfig, config_hash
 from .data import DataBundle, Split, augment_batch, load_data
 from .evaluate import accuracy
 from .models import Classifier, build_model
-from .objectives import Objective, build_objective
+from .objectives import Objective, build_objective, weighted_mean
 from .records import (CHECKPOINT, METRICS, SCHEMA_VERSION, RunFolderError, read_metrics, save_coreset, save_model,
                       torch_save, write_json)
 from .schedule import CORESET, FULL, SKIP, Schedule, learning_rate
@@ -75,7 +75,7 @@ def train_epoch(model: Classifier, opt: torch.optim.Optimizer, objective: Object
         with timer("train_step"):
             with amp():
                 losses, logits = objective.loss(model, x, y, x_adv)
-            loss = (w * losses.float()).sum() / w.sum()
+            loss = weighted_mean(losses, w)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
