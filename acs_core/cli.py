@@ -11,7 +11,8 @@ from .data import DataMissingError
 from .records import RunFolderError
 from .registry import Registry, UnknownNameError
 
-USER_ERRORS = (ConfigError, UnknownNameError, DataMissingError, RunFolderError)
+# errors a user fixes (bad input, missing data or optional package): one line and exit 2, no traceback
+USER_ERRORS = (ConfigError, UnknownNameError, DataMissingError, RunFolderError, ModuleNotFoundError)
 
 
 def _registries() -> dict[str, Registry]:
@@ -84,7 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value items after an option (argparse stops collecting positionals there)
+        if not hasattr(args, "overrides") or any("=" not in e or e.startswith("-") for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides += extra
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

@@ -34,11 +34,16 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
+    def to(self, device: torch.device) -> "Split":
+        """The same split with images and labels on `device` (so training batches need no host-to-device copy)."""
+        return Split(self.x.to(device), self.y.to(device), self.index)
+
     def subset(self, idx: torch.Tensor) -> "Split":
         return Split(self.x[idx], self.y[idx], self.index[idx])
 
     def batch(self, idx: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Float images in [0,1] and labels for the given rows, on `device`."""
+        idx = idx.to(self.x.device)
         x = self.x[idx].to(device, non_blocking=True).float().div_(255.0)
         return x, self.y[idx].to(device, non_blocking=True)
 

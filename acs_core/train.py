@@ -128,6 +128,8 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     spec = {"name": cfg.model, "in_channels": data.spec.shape[0], "num_classes": data.spec.num_classes,
             "mean": list(data.spec.mean), "std": list(data.spec.std)}
+    if device.type == "cuda" and data.train.x.numel() < 2**32:  # < 4 GiB of uint8: keep it on the GPU, no copies per batch
+        data.train = data.train.to(device)
     torch.manual_seed(cfg.seed)
     model = build_model(**spec).to(device)
     if cfg.channels_last:
