@@ -61,14 +61,3 @@ def build_selector(name: str, options: dict[str, Any]) -> Selector:
             raise ConfigError(f"selector.{key}: not an option of selector {name!r}; valid: {', '.join(valid) or 'none'}")
     return cls(**options)
 
-
-def class_budgets(y: torch.Tensor, total: int) -> dict[int, int]:
-    """Per-class budgets proportional to class sizes: ceil(share), trimmed from the largest budgets to sum to `total`."""
-    classes, counts = torch.unique(y, return_counts=True)
-    budgets = {int(c): min(int(n), -(-int(n) * total // len(y))) for c, n in zip(classes, counts)}
-    excess = sum(budgets.values()) - total
-    while excess > 0:
-        c = max(budgets, key=lambda k: (budgets[k], -k))
-        budgets[c] -= 1
-        excess -= 1
-    return budgets

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 import torch
 
 from ..data import sample_per_class
-from .base import SELECTORS, Coreset, SelectionContext, Selector, class_budgets
+from .base import SELECTORS, Coreset, SelectionContext, Selector
+from .solvers import class_budgets
 
 
 @SELECTORS.register("random", "uniform random subset with weights 1; class_balanced=true keeps class shares")
@@ -19,6 +20,6 @@ class Random(Selector):
         if not self.class_balanced:
             chosen = torch.randperm(len(y), generator=ctx.generator)[: ctx.budget]
         else:
-            chosen = sample_per_class(y, class_budgets(y, ctx.budget), ctx.generator)
+            chosen = sample_per_class(y, class_budgets(y, ctx.fraction, ctx.budget), ctx.generator)
         chosen = torch.sort(chosen).values
         return Coreset(chosen, torch.ones(len(chosen)))

@@ -13,13 +13,15 @@ Why the shift M = max(D) does not change the greedy picks (so any M >= max(D) wo
 max anyway, because the objective value reported by `facility_location_value` is defined with it):
 with S = M - D >= 0 and F(empty) = 0 the first gain of j is sum_i (M - D_ji) = n*M - sum_i D_ji, whose
 argmax is argmin_j sum_i D_ji for every M; after the first pick cur_i = M - min_{s in A} D_si, so the gain
-of j is sum_i max(0, min_{s in A} D_si - D_ji), in which M cancels. A shift M' < max(D) would make some
-S_ij negative and change the first pick (the clamp at the empty set starts biting), so it is not allowed.
+of j is sum_i max(0, min_{s in A} D_si - D_ji), in which M cancels. A shift M' < max(D) makes some S_ij
+negative, the first gains become sum_i max(0, M' - D_ji) and the first pick can change: not allowed.
 """
 from __future__ import annotations
 
+import contextlib
 import heapq
 import math
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -30,21 +32,37 @@ __all__ = [
     "craig_similarity",
     "facility_location",
     "facility_location_greedy_plain",
+    "facility_location_lazy",
     "facility_location_value",
     "fill_random",
     "matching_error",
     "omp_nnls",
 ]
 
-# Up to this many feature dimensions, squared distances are summed coordinate by coordinate: exact
-# (no ||a||^2 + ||b||^2 - 2ab cancellation) and bitwise independent of how rows are batched.
-_EXACT_DIST_MAX_DIMS = 16
+# Up to this many feature dimensions, squared distances are computed in float64 (then rounded).
+_F64_DIST_MAX_DIMS = 64
 # Fixed column chunk for gain sums, so a candidate's gain never depends on how candidates are batched.
 _GAIN_CHUNK = 8192
 # Default budget for CRAIG's dense similarity (and OMP's Gram matrix) before falling back to recomputation.
 _DENSE_BYTES = 1 << 30
 # Row-block size (elements) for chunked distance / matrix-vector work.
 _BLOCK_ELEMS = 1 << 24
+
+
+@contextlib.contextmanager
+def _loop_threads(num: int = 1) -> Iterator[None]:
+    """Run the greedy loops' many small tensor ops on `num` intra-op threads, then restore the setting.
+
+    Each small op otherwise pays a fork/join barrier; on a loaded 2-core machine we measured 8 ms per
+    640k-element op with 2 threads against 0.1 ms with 1. The big one-off GEMMs run outside this block.
+    The setting is process-wide: torch work in other Python threads also runs on one thread meanwhile.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(num)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -65,35 +83,31 @@ def _default_chunk(n: int, chunk: int | None) -> int:
 
 
 class _Points:
-    """Rows prepared for squared-distance blocks: centred (matmul path) or raw (exact small-d path)."""
+    """Rows prepared for squared-distance blocks via ||a||^2 + ||b||^2 - 2 a.b on centred rows.
+
+    Centring leaves distances unchanged and shrinks the cancellation error of the norm trick. With at
+    most 64 dimensions the blocks are computed in float64 (cheap there) and then rounded to the compute
+    dtype, so duplicate rows and re-computed rows agree to the last float32 bit in practice.
+    """
 
     def __init__(self, features: torch.Tensor) -> None:
         if features.dim() != 2:
             raise ValueError(f"features must be (n, d), got shape {tuple(features.shape)}")
-        x = features.detach().to(device="cpu", dtype=_compute_dtype(features))
-        self.exact = x.shape[1] <= _EXACT_DIST_MAX_DIMS
-        if self.exact:
-            self.x = x.contiguous()
-            self.sq = None
-        else:
-            # centring leaves distances unchanged and shrinks the cancellation error of the norm trick
-            self.x = (x - x.mean(dim=0, keepdim=True)).contiguous()
-            self.sq = (self.x * self.x).sum(dim=1)
+        if not bool(torch.isfinite(features).all()):
+            raise ValueError("features contain NaN or inf")
+        self.dtype = _compute_dtype(features)
+        work = torch.float64 if features.shape[1] <= _F64_DIST_MAX_DIMS else self.dtype
+        x = features.detach().to(device="cpu", dtype=work)
+        self.x = (x - x.mean(dim=0, keepdim=True)).contiguous()
+        self.sq = (self.x * self.x).sum(dim=1)
         self.n = x.shape[0]
 
     def sq_dists(self, rows: torch.Tensor) -> torch.Tensor:
         """Squared distances D[rows, :] (len(rows), n), clamped at 0, with D[j, j] = 0 exactly."""
-        xa = self.x[rows]
-        if self.exact:
-            out = torch.zeros(len(rows), self.n, dtype=self.x.dtype)
-            for t in range(self.x.shape[1]):
-                diff = xa[:, t, None] - self.x[None, :, t]
-                out.addcmul_(diff, diff)
-        else:
-            out = xa @ self.x.T
-            out.mul_(-2.0).add_(self.sq[rows, None]).add_(self.sq[None, :]).clamp_(min=0.0)
-            out[torch.arange(len(rows)), rows] = 0.0
-        return out
+        out = torch.addmm(self.sq[None, :], self.x[rows], self.x.T, alpha=-2.0)
+        out.add_(self.sq[rows, None]).clamp_(min=0.0)
+        out[torch.arange(len(rows)), rows] = 0.0
+        return out.to(self.dtype)
 
     def max_dist(self, chunk: int) -> float:
         """Exact max(D) over all pairs, computed in row blocks."""
@@ -105,11 +119,15 @@ class _Points:
 
 
 def craig_similarity(features: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
-    """Dense CRAIG similarity S = max(D) - D (n, n) built in row blocks; for tests and small n."""
+    """Dense CRAIG similarity S = max(D) - D (n, n) in `chunk`-row blocks; float32 unless float64 input."""
     pts = _Points(features)
+    return _dense_similarity(pts, _default_chunk(pts.n, chunk))
+
+
+def _dense_similarity(pts: _Points, chunk: int) -> torch.Tensor:
+    """S = max(D) - D for prepared points, one block of distances at a time, shifted in place."""
     n = pts.n
-    chunk = _default_chunk(n, chunk)
-    sim = torch.empty(n, n, dtype=pts.x.dtype)
+    sim = torch.empty(n, n, dtype=pts.dtype)
     for s in range(0, n, chunk):
         rows = torch.arange(s, min(s + chunk, n))
         sim[s : s + len(rows)] = pts.sq_dists(rows)
@@ -184,15 +202,18 @@ def facility_location_greedy_plain(similarity: torch.Tensor, k: int) -> tuple[to
         raise ValueError("similarity must be a matrix")
     m, n = sim.shape
     _check_k(k, m)
-    state = _Assignment(n, sim.dtype)
+    dtype = sim.dtype if sim.dtype == torch.float64 else torch.float32
+    sim = sim.to(dtype)
+    state = _Assignment(n, dtype)
     taken = torch.zeros(m, dtype=torch.bool)
-    for _ in range(k):
-        gains = torch.cat([_gains(sim[s : s + 256], state.cur) for s in range(0, m, 256)])
-        gains[taken] = -1.0
-        j = int(torch.argmax(gains))  # first maximum = lowest index
-        taken[j] = True
-        state.add(j, sim[j])
-    return state.result(sim.dtype if sim.dtype == torch.float64 else torch.float32)
+    with _loop_threads():
+        for _ in range(k):
+            gains = torch.cat([_gains(sim[s : s + 256], state.cur) for s in range(0, m, 256)])
+            gains[taken] = -1.0
+            j = int(torch.argmax(gains))  # first maximum = lowest index
+            taken[j] = True
+            state.add(j, sim[j])
+    return state.result(dtype)
 
 
 def facility_location_value(similarity: torch.Tensor, indices: torch.Tensor) -> float:
@@ -200,7 +221,75 @@ def facility_location_value(similarity: torch.Tensor, indices: torch.Tensor) -> 
     idx = torch.as_tensor(indices, dtype=torch.int64).reshape(-1)
     if idx.numel() == 0:
         return 0.0
-    return float(similarity[idx].to(torch.float64).max(dim=0).values.sum())
+    # numpy: a tiny torch reduction can stall for milliseconds on a busy machine's thread barrier
+    return float(similarity[idx].detach().cpu().to(torch.float64).numpy().max(axis=0).sum())
+
+
+def _lazy_greedy(
+    n: int,
+    k: int,
+    rows_of: Callable[[list[int]], torch.Tensor],
+    row_of: Callable[[int], torch.Tensor],
+    dtype: torch.dtype,
+    chunk: int,
+    max_batch: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lazy greedy over candidates 0..n-1 whose similarity rows come from rows_of / row_of.
+
+    Stale gains sit in a heap keyed (-bound, index, step evaluated). The top is taken only once its gain
+    is fresh (evaluated at this step): every other bound is then <= it (equal only with a higher index),
+    and bounds never fall below true gains (submodularity, and `_gains` is numerically monotone), so the
+    pick is the lowest-index argmax of the true gains - the plain greedy pick. Stale tops are refreshed in
+    rounds of 1, 2, 4, ... up to max_batch candidates to amortise the per-call overhead.
+    """
+    state = _Assignment(n, dtype)
+    heap: list[tuple[float, int, int]] = []
+    for s in range(0, n, chunk):
+        ids = list(range(s, min(s + chunk, n)))
+        g = _gains(rows_of(ids), state.cur).tolist()
+        heap.extend((-gj, j, 0) for gj, j in zip(g, ids))
+    heapq.heapify(heap)
+    with _loop_threads():
+        for step in range(k):
+            size = 1
+            while heap[0][2] != step:
+                ids = []
+                while heap and len(ids) < size and heap[0][2] != step:
+                    ids.append(heapq.heappop(heap)[1])
+                g = _gains(rows_of(ids), state.cur).tolist()
+                for gj, j in zip(g, ids):
+                    heapq.heappush(heap, (-gj, j, step))
+                size = min(2 * size, max_batch)
+            _, j, _ = heapq.heappop(heap)
+            state.add(j, row_of(j))
+    return state.result(dtype)
+
+
+def facility_location_lazy(
+    similarity: torch.Tensor, k: int, *, max_batch: int = 128
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lazy greedy on a given dense similarity (row j = how well j represents each point; S >= 0).
+
+    Same picks and weights as `facility_location_greedy_plain`, at a fraction of the gain evaluations;
+    `facility_location` uses it on the CRAIG similarity, and callers with their own kernel can too.
+    """
+    sim = similarity.detach().cpu()
+    if sim.dim() != 2:
+        raise ValueError("similarity must be a matrix")
+    m, n = sim.shape
+    _check_k(k, m)
+    dtype = sim.dtype if sim.dtype == torch.float64 else torch.float32
+    sim = sim.to(dtype).contiguous()
+    if k == 0:
+        return torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=dtype)
+
+    def rows_of(idx: list[int]) -> torch.Tensor:
+        return sim.index_select(0, torch.tensor(idx, dtype=torch.int64))
+
+    def row_of(j: int) -> torch.Tensor:
+        return sim[j]
+
+    return _lazy_greedy(m, k, rows_of, row_of, dtype, _default_chunk(n, None), max_batch)
 
 
 def facility_location(
@@ -213,60 +302,40 @@ def facility_location(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """CRAIG: pick k medoid rows maximising F = sum_i max_{j in A} (max(D) - D_ji) by lazy greedy.
 
-    Returns (indices int64 in pick order, weights = cluster sizes). Exactly the plain greedy solution:
-    stale gains sit in a heap keyed (-bound, index); the top is taken only once its gain is fresh, which
-    by submodularity (bounds only fall) makes it the lowest-index argmax of the true gains. Stale tops are
-    re-evaluated in batches (1, 2, 4, ... up to `max_batch` per round) to amortise tensor-call overhead.
+    Returns (indices int64 in pick order, weights = cluster sizes, summing to n; a chosen row always
+    counts in its own cluster, other ties go to the earlier pick). The picks are exactly the plain
+    greedy picks (lowest index wins ties) - see `_lazy_greedy`.
 
-    Memory: when n^2 * itemsize <= dense_bytes the similarity is built once, densely, in `chunk`-row blocks
-    (float32 unless the features are float64); otherwise only a length-n "current best" vector is kept and
-    similarity rows are recomputed from the features on demand (one extra pass finds the exact max(D)).
-    For d <= 16 distances are exact coordinate sums; for larger d the recomputed path uses the matmul norm
-    trick, whose rounding may differ by an ulp between batches, so there exact agreement with plain greedy
-    holds up to such rounding in near-ties.
+    Memory: when n^2 * itemsize <= dense_bytes (1 GiB: n <= 16,384 in float32) the similarity is built
+    once, in `chunk`-row blocks (float32 unless the features are float64). Otherwise nothing n x n is
+    kept: a length-n "current best" vector plus `chunk` x n blocks; similarity rows are recomputed from
+    the features on demand, after one extra pass that finds the exact max(D). Recomputed rows match to
+    the last bit in practice (float64 distances for d <= 64); for larger d an ulp of GEMM rounding could
+    in principle reorder a near-tie. Both paths also keep one centred copy of the features
+    (float64 for d <= 64), so budget n * d * itemsize on top of the caller's tensor.
     """
     pts = _Points(features)
     n = pts.n
     _check_k(k, n)
-    out_dtype = pts.x.dtype
+    dtype = pts.dtype
     if k == 0:
-        return torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=out_dtype)
+        return torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=dtype)
     chunk = _default_chunk(n, chunk)
-    itemsize = pts.x.element_size()
-
+    itemsize = torch.empty(0, dtype=dtype).element_size()
     if n * n * itemsize <= dense_bytes:
-        sim = craig_similarity(features, chunk)
+        sim = _dense_similarity(pts, chunk)
+        del pts  # the centred copy is not needed once S exists
+        return facility_location_lazy(sim, k, max_batch=max_batch)
 
-        def rows_of(idx: list[int]) -> torch.Tensor:
-            return sim[torch.tensor(idx, dtype=torch.int64)]
+    big_m = pts.max_dist(chunk)
 
-    else:
-        big_m = pts.max_dist(chunk)
+    def rows_of(idx: list[int]) -> torch.Tensor:
+        return pts.sq_dists(torch.tensor(idx, dtype=torch.int64)).neg_().add_(big_m)
 
-        def rows_of(idx: list[int]) -> torch.Tensor:
-            return pts.sq_dists(torch.tensor(idx, dtype=torch.int64)).neg_().add_(big_m)
+    def row_of(j: int) -> torch.Tensor:
+        return rows_of([j])[0]
 
-    state = _Assignment(n, out_dtype)
-    heap: list[tuple[float, int, int]] = []
-    for s in range(0, n, chunk):
-        ids = list(range(s, min(s + chunk, n)))
-        g = _gains(rows_of(ids), state.cur).tolist()
-        heap.extend((-gj, j, 0) for gj, j in zip(g, ids))
-    heapq.heapify(heap)
-
-    for step in range(k):
-        size = 1
-        while heap[0][2] != step:  # top is stale: refresh it and the next stale bounds
-            ids = []
-            while heap and len(ids) < size and heap[0][2] != step:
-                ids.append(heapq.heappop(heap)[1])
-            g = _gains(rows_of(ids), state.cur).tolist()
-            for gj, j in zip(g, ids):
-                heapq.heappush(heap, (-gj, j, step))
-            size = min(2 * size, max_batch)
-        _, j, _ = heapq.heappop(heap)
-        state.add(j, rows_of([j])[0])
-    return state.result(out_dtype)
+    return _lazy_greedy(n, k, rows_of, row_of, dtype, chunk, max_batch)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -283,141 +352,146 @@ def _matvec64(a: torch.Tensor, v: torch.Tensor) -> np.ndarray:
     return out
 
 
-class _PackedCholesky:
-    """Upper Cholesky factor R (R^T R = H_PP + lam I) in packed column-major storage, grown column by column.
+class _GrowingCholesky:
+    """Upper factor R (R^T R = H_PP + lam I) grown and shrunk one column at a time, in float64.
 
-    Packing keeps the leading p x p factor a contiguous prefix, so BLAS dtpsv solves it without a copy;
-    appending is O(p^2), deleting a column is a Givens sweep over the trailing block.
+    R lives in a C-ordered cap x cap buffer whose unused trailing part is the identity: its transpose is a
+    Fortran-ordered lower factor that BLAS dtrsv takes without a copy (the padding just returns zeros),
+    and its rows are contiguous, so the Givens rotations of a column deletion run in place with drot.
+    cap grows in steps of 256, so the padding costs little. Appending a column costs one O(p^2) triangular
+    solve; deleting column q costs O(p (p - q)).
     """
 
+    _STEP = 256
+
     def __init__(self) -> None:
-        self.buf = np.zeros(64, dtype=np.float64)
+        self.buf = np.eye(self._STEP)
         self.p = 0
 
-    def _col(self, j: int) -> slice:
-        """Slice of the packed buffer holding column j (rows 0..j)."""
-        off = j * (j + 1) // 2
-        return slice(off, off + j + 1)
+    def _padded(self, rhs: np.ndarray) -> np.ndarray:
+        """rhs followed by zeros up to the buffer size."""
+        out = np.zeros(self.buf.shape[0])
+        out[: self.p] = rhs
+        return out
 
     def solve_t(self, rhs: np.ndarray) -> np.ndarray:
         """Solve R^T y = rhs."""
         if self.p == 0:
             return np.zeros(0)
-        return _blas.dtpsv(self.p, self.buf, np.array(rhs, dtype=np.float64), lower=0, trans=1)
+        return _blas.dtrsv(self.buf.T, self._padded(rhs), lower=1, trans=0, overwrite_x=1)[: self.p]
 
     def solve(self, rhs: np.ndarray) -> np.ndarray:
         """Solve R z = rhs."""
         if self.p == 0:
             return np.zeros(0)
-        return _blas.dtpsv(self.p, self.buf, np.array(rhs, dtype=np.float64), lower=0, trans=0)
+        return _blas.dtrsv(self.buf.T, self._padded(rhs), lower=1, trans=1, overwrite_x=1)[: self.p]
 
-    def append(self, h_col: np.ndarray, h_diag: float, rel_tol: float) -> np.ndarray | None:
-        """Add a column with off-diagonal Gram entries h_col and diagonal h_diag (ridge included).
+    def append(self, h_col: np.ndarray, h_diag: float, rel_tol: float) -> tuple[np.ndarray, float] | None:
+        """Add a column with Gram entries h_col (against P) and diagonal h_diag (ridge included).
 
-        Returns r = R^{-T} h_col (used to update y = R^{-T} f), or None when the new atom is numerically
-        dependent on the passive set (rho^2 <= rel_tol * h_diag) and was not added.
+        Returns (r, rho) with r = R^{-T} h_col and rho the new diagonal, or None when the new atom is
+        numerically dependent on the passive set (rho^2 <= rel_tol * h_diag) and was not added.
         """
         r = self.solve_t(h_col)
         rho2 = h_diag - float(r @ r)
         if not rho2 > rel_tol * h_diag:
             return None
-        need = (self.p + 1) * (self.p + 2) // 2
-        if need > self.buf.size:
-            grown = np.zeros(max(need, 2 * self.buf.size), dtype=np.float64)
-            grown[: self.buf.size] = self.buf
-            self.buf = grown
-        col = self._col(self.p)
-        self.buf[col.start : col.stop - 1] = r
-        self.buf[col.stop - 1] = math.sqrt(rho2)
-        self.p += 1
-        return r
-
-    def delete(self, q: int) -> None:
-        """Remove column q (and the matching row of the Gram): Givens rotations restore triangularity."""
         p = self.p
-        m = p - 1 - q  # number of trailing columns that move left
-        if m > 0:
-            old = [self.buf[self._col(j)].copy() for j in range(q + 1, p)]
-            # trailing rows q..p-1 of the moved columns form an (m+1) x m upper-Hessenberg block
-            t = np.zeros((m + 1, m), dtype=np.float64)
-            for c, colv in enumerate(old):
-                t[: c + 2, c] = colv[q:]
-            for i in range(m):
-                a, b = t[i, i], t[i + 1, i]
-                rr = math.hypot(a, b)
-                if rr == 0.0:
-                    continue
-                cs, sn = a / rr, b / rr
-                ri = t[i, i:].copy()
-                t[i, i:] = cs * ri + sn * t[i + 1, i:]
-                t[i + 1, i:] = -sn * ri + cs * t[i + 1, i:]
-                t[i + 1, i] = 0.0
-            for c, colv in enumerate(old):
-                dst = self._col(q + c)
-                self.buf[dst.start : dst.start + q] = colv[:q]
-                self.buf[dst.start + q : dst.stop] = t[: c + 1, c]
+        cap = self.buf.shape[0]
+        if p == cap:
+            grown = np.eye(cap + self._STEP)
+            grown[:cap, :cap] = self.buf
+            self.buf = grown
+        rho = math.sqrt(rho2)
+        self.buf[:p, p] = r
+        self.buf[p, p] = rho
+        self.p = p + 1
+        return r, rho
+
+    def delete(self, q: int, y: np.ndarray) -> np.ndarray:
+        """Remove column q of the factor; returns the matching y' = R'^{-T} f' given y = R^{-T} f.
+
+        The rotations G that re-triangularise R without column q also carry y along: (G y)[:p-1]
+        satisfies R'^T y' = f without entry q, so no triangular solve is needed.
+        """
+        p = self.p
+        buf = self.buf
+        y = np.array(y[:p], dtype=np.float64)
+        if q < p - 1:
+            buf[:p, q : p - 1] = buf[:p, q + 1 : p]  # numpy buffers the overlapping copy
+            for i in range(q, p - 1):  # rows i, i+1 form an upper-Hessenberg pair from column i on
+                c, sn = _blas.drotg(buf[i, i], buf[i + 1, i])
+                _blas.drot(buf[i, i : p - 1], buf[i + 1, i : p - 1], c, sn, overwrite_x=1, overwrite_y=1)
+                buf[i + 1, i] = 0.0
+                y[i], y[i + 1] = c * y[i] + sn * y[i + 1], c * y[i + 1] - sn * y[i]
+        buf[p - 1, :p] = 0.0  # last row and column back to identity padding
+        buf[:p, p - 1] = 0.0
+        buf[p - 1, p - 1] = 1.0
         self.p = p - 1
+        return y[: p - 1]
 
 
 class _OmpState:
-    """Support S (pick order), its Gram H_SS (float64), targets f_S = A_S b and the NNLS solution x_S."""
+    """Support S (pick order), its Gram H_SS (float64), f_S = A_S b and the NNLS solution x_S >= 0."""
 
-    def __init__(self, lam: float, dep_tol: float) -> None:
+    def __init__(self, lam: float, dep_tol: float, max_atoms: int) -> None:
         self.lam = lam
         self.dep_tol = dep_tol
-        self.idx: list[int] = []
+        self.max_atoms = max_atoms  # capacity never grows past k
+        self.s = 0
         self.h = np.zeros((16, 16), dtype=np.float64)
         self.f = np.zeros(16, dtype=np.float64)
         self.x = np.zeros(16, dtype=np.float64)
-        self.passive: list[int] = []  # positions into idx, in the column order of the Cholesky factor
-        self.chol = _PackedCholesky()
+        self.in_p = np.zeros(16, dtype=bool)  # position is in the passive set
+        self.blocked = np.zeros(16, dtype=bool)  # could not enter P (dependent); cleared when P shrinks
+        self.passive: list[int] = []  # positions, in the column order of the factor
+        self.chol = _GrowingCholesky()
         self.y = np.zeros(0)  # R^{-T} f_P
-        self.dependent: set[int] = set()  # positions that could not enter P (cleared when P shrinks)
+        self.entries = 0
         self.deletions = 0
 
-    @property
-    def s(self) -> int:
-        """Support size."""
-        return len(self.idx)
-
-    def add_atom(self, j: int, h_row: np.ndarray, f_j: float) -> int:
-        """Append atom j with Gram row h_row (against the support including itself); returns its position."""
+    def add_atom(self, h_row: np.ndarray, f_j: float) -> int:
+        """Append an atom with Gram row h_row (against the support, itself last); returns its position."""
         t = self.s
         if t + 1 > self.f.size:
-            cap = 2 * self.f.size
+            cap = max(t + 1, min(2 * self.f.size, self.max_atoms))
             h = np.zeros((cap, cap), dtype=np.float64)
             h[:t, :t] = self.h[:t, :t]
             self.h = h
-            self.f = np.concatenate([self.f, np.zeros(cap - self.f.size)])
-            self.x = np.concatenate([self.x, np.zeros(cap - self.x.size)])
+            pad = np.zeros(cap - self.f.size)
+            self.f = np.concatenate([self.f, pad])
+            self.x = np.concatenate([self.x, pad])
+            self.in_p = np.concatenate([self.in_p, pad.astype(bool)])
+            self.blocked = np.concatenate([self.blocked, pad.astype(bool)])
         self.h[t, : t + 1] = h_row
         self.h[: t + 1, t] = h_row
         self.f[t] = f_j
         self.x[t] = 0.0
-        self.idx.append(j)
+        self.s = t + 1
         return t
 
     def _enter(self, pos: int) -> bool:
-        """Move position pos into the passive set (Cholesky append, y update); False if dependent."""
-        pas = self.passive
-        r = self.chol.append(self.h[pas, pos], self.h[pos, pos] + self.lam, self.dep_tol)
-        if r is None:
-            self.dependent.add(pos)
+        """Move position pos into the passive set (factor append, y update); False if dependent."""
+        got = self.chol.append(self.h[self.passive, pos], self.h[pos, pos] + self.lam, self.dep_tol)
+        if got is None:
+            self.blocked[pos] = True
             return False
-        rho = self.chol.buf[self.chol._col(self.chol.p - 1)][-1]
+        r, rho = got
         self.y = np.append(self.y, (self.f[pos] - float(r @ self.y)) / rho)
-        pas.append(pos)
+        self.passive.append(pos)
+        self.in_p[pos] = True
+        self.entries += 1
         return True
 
     def _remove(self, qs: list[int]) -> None:
-        """Drop passive columns qs (indices into self.passive), highest first, and refresh y."""
+        """Drop passive columns qs (indices into self.passive), highest first."""
         for q in sorted(qs, reverse=True):
-            self.chol.delete(q)
+            self.y = self.chol.delete(q, self.y)
             pos = self.passive.pop(q)
             self.x[pos] = 0.0
+            self.in_p[pos] = False
             self.deletions += 1
-        self.dependent.clear()
-        self.y = self.chol.solve_t(self.f[self.passive])
+        self.blocked[: self.s] = False
 
     def nnls(self, new_pos: int) -> None:
         """Lawson-Hanson active set, warm-started from the previous solution with new_pos entering.
@@ -426,55 +500,50 @@ class _OmpState:
         over the whole support, so atoms dropped earlier re-enter when their dual w_i = f_i - H_iP x_P > 0.
         """
         s = self.s
-        scale = max(float(np.abs(self.f[:s]).max()), 1e-300)
-        wtol = 1e-11 * scale
+        wtol = 1e-11 * max(float(np.abs(self.f[:s]).max()), 1e-300)
         cand: int | None = new_pos
-        for _ in range(3 * s + 20):
+        for _ in range(3 * s + 20):  # guard against cycling in floating point
             if cand is None:
-                in_p = set(self.passive)
-                zs = [i for i in range(s) if i not in in_p and i not in self.dependent]
-                if not zs:
+                zs = np.nonzero(~(self.in_p[:s] | self.blocked[:s]))[0]
+                if zs.size == 0:
                     break
-                xp = self.x[self.passive]
-                w = self.f[zs] - self.h[np.ix_(zs, self.passive)] @ xp if self.passive else self.f[zs].copy()
+                w = self.f[zs] - self.h[zs, :s] @ self.x[:s]  # x is 0 off the passive set
                 best = int(np.argmax(w))
                 if not w[best] > wtol:
                     break
-                cand = zs[best]
-            entered = cand
-            cand = None
-            if not self._enter(entered):
+                cand = int(zs[best])
+            entering, cand = cand, None
+            if not self._enter(entering):
                 continue
             while True:
                 z = self.chol.solve(self.y)
-                if z.size == 0 or z.min() > 0.0:
+                if z.min() > 0.0:
                     self.x[self.passive] = z
                     break
                 xp = self.x[self.passive]
-                bad = np.nonzero(z <= 0.0)[0]
-                if len(self.passive) - 1 in bad and xp[-1] == 0.0 and self.passive[-1] == entered:
-                    # the entering atom cannot move off zero (rounding): take it back out and stop trying it
+                if z[-1] <= 0.0 and xp[-1] == 0.0 and self.passive[-1] == entering:
+                    # rounding: the entering atom cannot leave zero; take it back out, do not retry it
                     self._remove([len(self.passive) - 1])
-                    self.dependent.add(entered)
-                    self.x[self.passive] = self.chol.solve(self.y)
+                    self.blocked[entering] = True
+                    if self.passive:
+                        self.x[self.passive] = self.chol.solve(self.y)
                     break
+                bad = np.nonzero(z <= 0.0)[0]
                 ratios = xp[bad] / (xp[bad] - z[bad])
                 alpha = float(ratios.min())
                 xp = xp + alpha * (z - xp)
-                hit = set(bad[ratios <= alpha].tolist())
-                drop = [q for q in range(len(xp)) if q in hit or xp[q] <= 0.0]
+                xp[bad[ratios <= alpha]] = 0.0
                 self.x[self.passive] = np.maximum(xp, 0.0)
-                self._remove(drop)
+                self._remove(np.nonzero(xp <= 0.0)[0].tolist())
                 if not self.passive:
                     break
 
     def residual_sq(self, bnorm2: float) -> float:
-        """||b - A_S^T x||^2 from the Gram identity at the LS optimum on P (no big vectors needed)."""
-        pas = self.passive
-        if not pas:
+        """||b - A_S^T x||^2 from the Gram identity at the LS optimum on P (no length-d vectors needed)."""
+        if not self.passive:
             return bnorm2
-        xp = self.x[pas]
-        return max(0.0, bnorm2 - float(self.f[pas] @ xp) - self.lam * float(xp @ xp))
+        xp = self.x[self.passive]
+        return max(0.0, bnorm2 - float(self.f[self.passive] @ xp) - self.lam * float(xp @ xp))
 
 
 def omp_nnls(
@@ -489,18 +558,23 @@ def omp_nnls(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """GradMatch: OMP toward `target` (the summed gradient) over atom rows, refit by ridge NNLS each step.
 
-    Each step picks the not-yet-chosen atom with the largest positive inner product with the residual,
-    then re-solves min_{x >= 0} ||A_S^T x - target||^2 + lam ||x||^2 exactly (warm-started Lawson-Hanson on
-    an incrementally updated float64 Cholesky factor: O(s^2) per step, never a solve from scratch).
-    Stops at k atoms, when no atom correlates positively, or when ||residual|| <= tol ||target||.
+    Each step picks the not-yet-chosen atom with the largest positive inner product with the residual
+    (ties: lowest index), then re-solves min_{x >= 0} ||A_S^T x - target||^2 + lam ||x||^2 exactly over the
+    whole support S: warm-started Lawson-Hanson on an incrementally updated float64 Cholesky factor,
+    O(s^2) per change, never a solve from scratch. Atoms NNLS set to 0 stay in S (OMP does not pick them
+    again) and re-enter the solution whenever their dual turns positive. Stops at k atoms, when no atom
+    correlates positively, or when ||residual|| <= tol ||target||.
 
-    Returns (indices int64 in pick order, weights >= 0). Atoms that NNLS pushed to 0 (or that were
-    numerically dependent) stay in the list with weight 0; `fill_random` completes the budget.
+    Returns (indices int64 in pick order, weights >= 0 in the compute dtype). Zero weights are kept (atoms
+    NNLS dropped, or numerically dependent ones: rho^2 <= 1e-5 of their norm^2 in float32, 1e-12 in
+    float64); `fill_random` drops them and completes the budget.
 
     Residual correlations cost O(n min(s, d)) a step: with gram=None the n x n Gram matrix A A^T is
     precomputed (float32 unless float64 input) when it fits in gram_bytes and is estimated cheaper, and then
-    c = A b - G_S^T x; otherwise c = A (b - A_S^T x). Memory beyond the inputs: O(k^2) float64 for the
-    support Gram and factor (50 MB each at k = 2,500), plus the Gram matrix if used.
+    c = A b - G_S^T x and ||r||^2 comes from the Gram identity (in float32 that resolves ||r|| only down to
+    roughly 1e-3 ||target||, ample for gradients); otherwise r = b - A_S^T x and c = A r explicitly. Memory
+    beyond the inputs: the Gram matrix if used, k rows of it (or k atoms), and O(k^2) float64 for the
+    support Gram and the factor (about 50 MB each at k = 2,500).
     """
     if atoms.dim() != 2:
         raise ValueError(f"atoms must be (n, d), got shape {tuple(atoms.shape)}")
@@ -510,6 +584,8 @@ def omp_nnls(
     _check_k(k, n)
     if lam < 0:
         raise ValueError(f"lam must be >= 0, got {lam}")
+    if not (bool(torch.isfinite(atoms).all()) and bool(torch.isfinite(target).all())):
+        raise ValueError("atoms or target contain NaN or inf")
     dtype = _compute_dtype(atoms)
     a = atoms.detach().to(device="cpu", dtype=dtype).contiguous()
     b = target.detach().to(device="cpu", dtype=dtype)
@@ -526,48 +602,50 @@ def omp_nnls(
         gram = n * n * itemsize <= gram_bytes and (n / 16.0 + k * k / (2.0 * d)) < k
     g_full = a @ a.T if gram else None
     dep_tol = 1e-12 if dtype == torch.float64 else 1e-5
-    st = _OmpState(lam, dep_tol)
+    st = _OmpState(lam, dep_tol, k)
     rows_buf = torch.empty(min(k, 64), n if gram else d, dtype=dtype)  # G rows or atoms of the support
+    picked = torch.empty(k, dtype=torch.int64)
     chosen = torch.zeros(n, dtype=torch.bool)
     alpha0_t = torch.from_numpy(alpha0)
     tol2 = tol * tol * bnorm2
 
-    while st.s < k:
-        s = st.s
-        xs = torch.from_numpy(st.x[:s].copy()).to(dtype)
-        if s == 0:
-            corr = alpha0_t.clone()
-            r2 = bnorm2
-        elif gram:
-            corr = alpha0_t - (rows_buf[:s].T @ xs).to(torch.float64)
-            r2 = st.residual_sq(bnorm2)
-        else:
-            resid = b - rows_buf[:s].T @ xs
-            corr = (a @ resid).to(torch.float64)
-            r2 = float((resid.to(torch.float64) ** 2).sum())
-        if r2 <= tol2:
-            break
-        corr[chosen] = -math.inf
-        j = int(torch.argmax(corr))
-        if not float(corr[j]) > 0.0:
-            break
-        chosen[j] = True
-        if s + 1 > rows_buf.shape[0]:
-            grown = torch.empty(min(k, 2 * rows_buf.shape[0]), rows_buf.shape[1], dtype=dtype)
-            grown[:s] = rows_buf[:s]
-            rows_buf = grown
-        if gram:
-            rows_buf[s] = g_full[j]
-            h_row = g_full[j, torch.tensor(st.idx + [j])].to(torch.float64).numpy()
-        else:
-            rows_buf[s] = a[j]
-            h_row = (rows_buf[: s + 1] @ a[j]).to(torch.float64).numpy()
-        pos = st.add_atom(j, h_row, float(alpha0[j]))
-        st.nnls(pos)
+    with _loop_threads():
+        while st.s < k:
+            s = st.s
+            xs = torch.from_numpy(st.x[:s].copy()).to(dtype)
+            if s == 0:
+                corr = alpha0_t.clone()
+                r2 = bnorm2
+            elif gram:
+                corr = alpha0_t - (rows_buf[:s].T @ xs).to(torch.float64)
+                r2 = st.residual_sq(bnorm2)
+            else:
+                resid = b - rows_buf[:s].T @ xs
+                corr = (a @ resid).to(torch.float64)
+                r2 = float((resid.to(torch.float64) ** 2).sum())
+            if r2 <= tol2:
+                break
+            corr[chosen] = -math.inf
+            j = int(torch.argmax(corr))
+            if not float(corr[j]) > 0.0:
+                break
+            chosen[j] = True
+            picked[s] = j
+            if s + 1 > rows_buf.shape[0]:
+                grown = torch.empty(min(k, 2 * rows_buf.shape[0]), rows_buf.shape[1], dtype=dtype)
+                grown[:s] = rows_buf[:s]
+                rows_buf = grown
+            if gram:
+                rows_buf[s] = g_full[j]
+                h_row = g_full[j, picked[: s + 1]].to(torch.float64).numpy()
+            else:
+                rows_buf[s] = a[j]
+                h_row = (rows_buf[: s + 1] @ a[j]).to(torch.float64).numpy()
+            st.add_atom(h_row, float(alpha0[j]))
+            st.nnls(s)
 
-    idx = torch.tensor(st.idx, dtype=torch.int64)
     w = torch.from_numpy(np.maximum(st.x[: st.s], 0.0).copy()).to(dtype)
-    return idx, w
+    return picked[: st.s].clone(), w
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -580,10 +658,11 @@ def fill_random(
     k: int,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Complete a solver's pick to exactly k distinct rows: keep positive weights, add random rows at weight 1.
+    """Complete a solver's pick to exactly k distinct rows: keep positive weights, fill at weight 1.
 
     GradMatch convention: zero-weight picks carry nothing and are dropped (they may be drawn again as
-    fill); the shortfall is drawn uniformly without replacement from rows not kept. Kept rows come first.
+    fill); the shortfall is drawn uniformly without replacement from rows not kept (from `generator`,
+    else torch's global RNG). Kept rows come first, in their given order.
     """
     _check_k(k, n)
     idx = torch.as_tensor(indices, dtype=torch.int64).reshape(-1).cpu()
