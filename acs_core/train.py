@@ -166,7 +166,8 @@ def run(cfg: RunConfig) -> dict[str, Any]:
             coreset = select_coreset(selector, model, objective, data, cfg, device, timer, epoch)
             path = save_coreset(out, epoch, coreset.indices, data.train.index[coreset.indices], coreset.weights)
             seconds = {k: v - before.get(k, 0.0) for k, v in timer.flush().items() if k.startswith("selection")}
-            state.selections.append({"epoch": epoch, "size": len(coreset.indices), "file": path, "seconds": seconds})
+            state.selections.append({"epoch": epoch, "size": len(coreset.indices), "file": path, "seconds": seconds,
+                                     **coreset.info})
         if phase != SKIP:
             rows, weights = (all_rows, torch.ones(len(all_rows))) if phase == FULL else (coreset.indices, coreset.weights)
             entry = train_epoch(model, opt, objective, data.train, rows, weights.float(), cfg, augment, device, timer,

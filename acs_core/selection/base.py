@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -17,10 +17,11 @@ from ..timing import PhaseTimer
 
 @dataclass
 class Coreset:
-    """Rows of the candidate split and their loss weights gamma (> 0)."""
+    """Rows of the candidate split, their loss weights gamma (> 0), and diagnostics for the record."""
 
     indices: torch.Tensor
     weights: torch.Tensor
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
