@@ -52,7 +52,7 @@ class SmallCNN(Classifier):
 
 
 class PreActBlock(nn.Module):
-    """Pre-activation basic block (He et al. 2016), as used by fast adversarial training."""
+    """Pre-activation basic block (He et al. 2016): PreActResNet-18 and, wider, WideResNet's block (no dropout)."""
 
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
@@ -80,21 +80,6 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
         return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
-
-
-class WideBlock(nn.Module):
-    """Pre-activation wide block of WideResNet (Zagoruyko & Komodakis)."""
-
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.bn1, self.conv1 = nn.BatchNorm2d(cin), nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn2, self.conv2 = nn.BatchNorm2d(cout), nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.shortcut = nn.Conv2d(cin, cout, 1, stride, bias=False) if stride != 1 or cin != cout else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(x))
-        skip = self.shortcut(out) if self.shortcut is not None else x
-        return self.conv2(F.relu(self.bn2(self.conv1(out)))) + skip
 
 
 def _stages(block: type[nn.Module], cin: int, widths: list[int], depth: int) -> nn.Sequential:
@@ -138,7 +123,7 @@ def resnet18(in_channels: int, num_classes: int, mean: tuple[float, ...], std: t
 
 @MODELS.register("wrn28_10", "WideResNet-28-10 (TRADES-style), 640-d features")
 def wrn28_10(in_channels: int, num_classes: int, mean: tuple[float, ...], std: tuple[float, ...]) -> Classifier:
-    return _ResNetFamily(in_channels, num_classes, mean, std, WideBlock, [160, 320, 640], 4, 16, preact=True)
+    return _ResNetFamily(in_channels, num_classes, mean, std, PreActBlock, [160, 320, 640], 4, 16, preact=True)
 
 
 def build_model(name: str, in_channels: int, num_classes: int, mean: tuple[float, ...], std: tuple[float, ...]) -> Classifier:

@@ -191,19 +191,24 @@ def _check_k(k: int, n: int) -> None:
         raise ValueError(f"k must be in [0, {n}], got {k}")
 
 
-def facility_location_greedy_plain(similarity: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reference plain greedy on a dense similarity (row j = how well j represents each point): the oracle.
-
-    Recomputes every candidate's gain at every step (O(k n^2)); ties go to the lowest index. Returns
-    (indices, cluster sizes) exactly like `facility_location`.
-    """
+def _as_similarity(similarity: torch.Tensor, k: int) -> tuple[torch.Tensor, int, int, torch.dtype]:
+    """A checked, contiguous CPU copy of a dense similarity (float64 kept, else float32), its shape and dtype."""
     sim = similarity.detach().cpu()
     if sim.dim() != 2:
         raise ValueError("similarity must be a matrix")
     m, n = sim.shape
     _check_k(k, m)
     dtype = sim.dtype if sim.dtype == torch.float64 else torch.float32
-    sim = sim.to(dtype)
+    return sim.to(dtype).contiguous(), m, n, dtype
+
+
+def facility_location_greedy_plain(similarity: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference plain greedy on a dense similarity (row j = how well j represents each point): the oracle.
+
+    Recomputes every candidate's gain at every step (O(k n^2)); ties go to the lowest index. Returns
+    (indices, cluster sizes) exactly like `facility_location`.
+    """
+    sim, m, n, dtype = _as_similarity(similarity, k)
     state = _Assignment(n, dtype)
     taken = torch.zeros(m, dtype=torch.bool)
     with _loop_threads():
@@ -273,13 +278,7 @@ def facility_location_lazy(
     Same picks and weights as `facility_location_greedy_plain`, at a fraction of the gain evaluations;
     `facility_location` uses it on the CRAIG similarity, and callers with their own kernel can too.
     """
-    sim = similarity.detach().cpu()
-    if sim.dim() != 2:
-        raise ValueError("similarity must be a matrix")
-    m, n = sim.shape
-    _check_k(k, m)
-    dtype = sim.dtype if sim.dtype == torch.float64 else torch.float32
-    sim = sim.to(dtype).contiguous()
+    sim, m, n, dtype = _as_similarity(similarity, k)
     if k == 0:
         return torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=dtype)
 
