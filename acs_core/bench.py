@@ -18,11 +18,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ConfigError, RunConfig
-from .data import Split, load_data
-from .models import build_model
-from .objectives import Objective, build_objective
 from .timing import PhaseTimer
-from .train import resolve_device, train_epoch
+from .train import build_experiment, train_epoch
 
 AmpFactory = Callable[[], contextlib.AbstractContextManager[Any]]
 
@@ -68,10 +65,6 @@ def _reference_pass(model: nn.Module, opt: torch.optim.Optimizer, attack: Any, b
         scaler.update()
 
 
-def _sgd(model: nn.Module, cfg: RunConfig) -> torch.optim.SGD:
-    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-
-
 def bench_train(cfg: RunConfig, batches: int, repeats: int) -> dict[str, float]:
     """Median samples/s of PGD adversarial training (objective pgd_linf, cfg.attack_steps steps) of cfg.model on the
     first `batches * cfg.batch_size` training rows of cfg.dataset, for the engine (`train_epoch`, unit weights) and
@@ -90,47 +83,35 @@ def bench_train(cfg: RunConfig, batches: int, repeats: int) -> dict[str, float]:
         raise ConfigError(f"--repeats: {repeats} < 1; use --repeats 1 or more")
     if cfg.objective != "pgd_linf":
         raise ConfigError(f"objective: bench train compares l_inf PGD training only; use objective=pgd_linf, not {cfg.objective!r}")
-    cfg = dataclasses.replace(cfg, quiet=True)
-    data = load_data(cfg)
-    objective: Objective = build_objective(cfg, data.spec)
-    device = resolve_device(cfg.device)
-    n = batches * cfg.batch_size
-    if n > len(data.train):
+    exp = build_experiment(dataclasses.replace(cfg, quiet=True, augment="none"))
+    device, n = exp.device, batches * cfg.batch_size
+    if n > len(exp.data.train):
         raise ConfigError(f"--batches: {batches} batches of {cfg.batch_size} need {n} training rows, "
-                          f"{cfg.dataset} has {len(data.train)}; use fewer batches or a smaller batch_size")
-
-    # the benchmark rows, moved to the device once and shared by both loops
-    split = Split(data.train.x[:n].to(device), data.train.y[:n].to(device), torch.arange(n))
-    rows = torch.arange(n, device=device)  # device row ids: Split.batch then indexes device tensors, no copies
+                          f"{cfg.dataset} has {len(exp.data.train)}; use fewer batches or a smaller batch_size")
+    # the benchmark rows, on the device once and shared by both loops
+    exp.data.train = exp.data.train.subset(torch.arange(n)).to(device)
+    rows = torch.arange(n, device=device)
     weights = torch.ones(n)
     ref_batches = []
     for start in range(0, n, cfg.batch_size):
-        x, y = split.batch(rows[start:start + cfg.batch_size], device)
+        x, y = exp.data.train.batch(rows[start:start + cfg.batch_size], device)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         ref_batches.append((x, y))
-
-    # the same architecture and initial weights, separate optimisers and scalers
-    torch.manual_seed(cfg.seed)
-    engine_model = build_model(cfg.model, data.spec.shape[0], data.spec.num_classes, data.spec.mean, data.spec.std).to(device)
-    if cfg.channels_last:
-        engine_model = engine_model.to(memory_format=torch.channels_last)
-    ref_model = copy.deepcopy(engine_model)
-    engine_opt, ref_opt = _sgd(engine_model, cfg), _sgd(ref_model, cfg)
-    engine_scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
+    # the same initial weights; the reference gets its own optimiser and scaler
+    objective = exp.objective
+    ref_model = copy.deepcopy(exp.model)
+    ref_opt = torch.optim.SGD(ref_model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     ref_scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
-    amp: AmpFactory = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
     attack = torchattacks.PGD(ref_model, eps=objective.eps, alpha=objective.alpha, steps=objective.steps, random_start=True)
-    engine_model.train()
+    exp.model.train()
     ref_model.train()
 
     def engine() -> None:
-        train_epoch(engine_model, engine_opt, objective, split, rows, weights, cfg, "none", device, PhaseTimer(device),
-                    amp, engine_scaler, desc="bench engine")
+        train_epoch(exp, rows, weights, PhaseTimer(device), desc="bench engine")
 
     def reference() -> None:
-        _reference_pass(ref_model, ref_opt, attack, ref_batches, amp, ref_scaler)
+        _reference_pass(ref_model, ref_opt, attack, ref_batches, exp.amp, ref_scaler)
 
     _timed(device, engine)  # warm-up: allocator, kernels selection, caches
     _timed(device, reference)

@@ -16,15 +16,33 @@ from tqdm import tqdm
 
 from . import __version__
 from .config import RunConfig, config_hash
-from .data import DataBundle, Split, augment_batch, load_data
+from .data import DataBundle, augment_batch, load_data
 from .evaluate import accuracy
 from .models import Classifier, build_model
 from .objectives import Objective, build_objective, weighted_mean
 from .records import (CHECKPOINT, METRICS, SCHEMA_VERSION, RunFolderError, read_metrics, save_coreset, save_model,
                       torch_save, write_json)
-from .schedule import CORESET, FULL, SKIP, Schedule, learning_rate
+from .schedule import FULL, SKIP, Schedule, learning_rate
 from .selection import Coreset, SelectionContext, Selector, build_selector
 from .timing import PhaseTimer
+
+
+@dataclass
+class Experiment:
+    """Everything one run is built from: resolved once from its RunConfig, before anything is written."""
+
+    cfg: RunConfig
+    data: DataBundle
+    objective: Objective
+    selector: Selector
+    schedule: Schedule
+    device: torch.device
+    spec: dict[str, Any]
+    model: Classifier
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    amp: Callable[[], contextlib.AbstractContextManager[Any]]
+    augment: str
 
 
 @dataclass
@@ -51,35 +69,55 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
 
 
-def train_epoch(model: Classifier, opt: torch.optim.Optimizer, objective: Objective, split: Split, rows: torch.Tensor,
-                weights: torch.Tensor, cfg: RunConfig, augment: str, device: torch.device, timer: PhaseTimer,
-                amp: Callable[[], contextlib.AbstractContextManager[Any]], scaler: torch.amp.GradScaler,
-                desc: str) -> dict[str, float]:
-    """One pass over `rows` in random order minimising sum(gamma * loss) / sum(gamma) per batch."""
+def build_experiment(cfg: RunConfig) -> Experiment:
+    """Resolve every name and build data, objective, selector, schedule, model and optimiser (bad input raises here)."""
+    data = load_data(cfg)
+    objective = build_objective(cfg, data.spec)
+    selector = build_selector(cfg.selector, cfg.selector_opts)
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and data.train.x.numel() < 2**32:  # < 4 GiB of uint8: keep it on the GPU, no copies per batch
+        data.train = data.train.to(device)
+    spec = {"name": cfg.model, "in_channels": data.spec.shape[0], "num_classes": data.spec.num_classes,
+            "mean": list(data.spec.mean), "std": list(data.spec.std)}
+    torch.manual_seed(cfg.seed)
+    model = build_model(**spec).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+    amp = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
+    return Experiment(cfg, data, objective, selector, Schedule.from_config(cfg, selector.uses_coreset), device, spec,
+                      model, opt, torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16"), amp,
+                      cfg.augment or data.spec.augment)
+
+
+def train_epoch(exp: Experiment, rows: torch.Tensor, weights: torch.Tensor, timer: PhaseTimer, desc: str) -> dict[str, float]:
+    """One pass over training `rows` in random order minimising sum(gamma * loss) / sum(gamma) per batch."""
+    cfg, model, device = exp.cfg, exp.model, exp.device
     order = torch.randperm(len(rows))
-    rows, weights = rows[order], weights[order].to(device)
+    rows, weights = rows[order], weights[order].float().to(device)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device)
     bar = tqdm(range(0, len(rows), cfg.batch_size), desc=desc, disable=cfg.quiet, leave=False, unit="batch")
     for step, start in enumerate(bar):
-        x, y = split.batch(rows[start:start + cfg.batch_size], device)
+        x, y = exp.data.train.batch(rows[start:start + cfg.batch_size], device)
         w = weights[start:start + cfg.batch_size]
-        x = augment_batch(x, augment)
+        x = augment_batch(x, exp.augment)  # attack and loss both use this one view
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with timer("train_attack"):
             model.eval()  # attack with frozen BatchNorm statistics, then restore train mode for the update
-            with amp():
-                x_adv = objective.perturb(model, x, y)
+            with exp.amp():
+                x_adv = exp.objective.perturb(model, x, y)
             model.train()
         with timer("train_step"):
-            with amp():
-                losses, logits = objective.loss(model, x, y, x_adv)
+            with exp.amp():
+                losses, logits = exp.objective.loss(model, x, y, x_adv)
             loss = weighted_mean(losses, w)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
+            exp.opt.zero_grad(set_to_none=True)
+            exp.scaler.scale(loss).backward()
+            exp.scaler.step(exp.opt)
+            exp.scaler.update()
         loss_sum += losses.detach().float().sum()
         correct += (logits.argmax(1) == y).sum()
         if not cfg.quiet and step % 20 == 0:  # the only host sync in the loop, and only with a progress bar
@@ -89,18 +127,29 @@ def train_epoch(model: Classifier, opt: torch.optim.Optimizer, objective: Object
     return {"train_loss": loss_sum.item() / n, "train_acc": 100.0 * correct.item() / n, "train_samples": len(rows)}
 
 
-def select_coreset(selector: Selector, model: Classifier, objective: Objective, data: DataBundle, cfg: RunConfig,
-                   device: torch.device, timer: PhaseTimer, epoch: int) -> Coreset:
+def select_coreset(exp: Experiment, timer: PhaseTimer, epoch: int) -> Coreset:
     """Run the selector on the current model (eval mode) over the training split with budget round(c * n)."""
-    budget = max(1, round(cfg.fraction * len(data.train)))
-    ctx = SelectionContext(model, objective, data.train, budget, cfg.fraction, data.spec.num_classes,
-                           torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch)), device, cfg.eval_batch_size,
-                           timer, epoch)
-    model.eval()
+    cfg = exp.cfg
+    ctx = SelectionContext(exp.model, exp.objective, exp.data.train, max(1, round(cfg.fraction * len(exp.data.train))),
+                           cfg.fraction, exp.data.spec.num_classes, torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch)),
+                           exp.device, cfg.eval_batch_size, timer, epoch)
+    exp.model.eval()
     with timer("selection"):
-        coreset = selector.select(ctx)
-    model.train()
+        coreset = exp.selector.select(ctx)
+    exp.model.train()
     return coreset
+
+
+def final_evaluation(exp: Experiment) -> dict[str, Any]:
+    """Clean and quick-PGD accuracy on the test split (eval mode, fp32, seeded)."""
+    cfg, objective = exp.cfg, exp.objective
+    torch.manual_seed(epoch_seed(cfg.seed, cfg.epochs))
+    attack = lambda m, x, y: objective.eval_attack(m, x, y, cfg.eval_steps)  # noqa: E731
+    return {
+        "clean_acc": accuracy(exp.model, exp.data.test, exp.device, cfg.eval_batch_size),
+        "robust_acc": accuracy(exp.model, exp.data.test, exp.device, cfg.eval_batch_size, attack),
+        "robust_attack": f"pgd{cfg.eval_steps}_{objective.norm}", "eps": objective.eps, "test_samples": len(exp.data.test),
+    }
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -112,6 +161,24 @@ def environment(device: torch.device) -> dict[str, Any]:
     }
 
 
+def _restore(path: Path, exp: Experiment, digest: str) -> RunState:
+    """Load model, optimiser and run state from an unfinished run's checkpoint (or start fresh)."""
+    if not path.exists():
+        return RunState()
+    ckpt = torch.load(path, map_location=exp.device, weights_only=False)
+    if ckpt["config_hash"] != digest:
+        raise RunFolderError(f"out: {path.parent} holds an unfinished different run; choose another out= or delete it")
+    exp.model.load_state_dict(ckpt["model"])
+    exp.opt.load_state_dict(ckpt["optimizer"])
+    exp.scaler.load_state_dict(ckpt["scaler"])
+    return RunState(**ckpt["state"])
+
+
+def _checkpoint(path: Path, exp: Experiment, digest: str, state: RunState) -> None:
+    torch_save(path, {"config_hash": digest, "model": exp.model.state_dict(), "optimizer": exp.opt.state_dict(),
+                      "scaler": exp.scaler.state_dict(), "state": asdict(state)})
+
+
 def run(cfg: RunConfig) -> dict[str, Any]:
     """Train and evaluate one experiment into cfg.out; returns the metrics record (also in metrics.json)."""
     out, digest = Path(cfg.out), config_hash(cfg)
@@ -120,93 +187,56 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         if done["config_hash"] != digest:
             raise RunFolderError(f"out: {out} already holds a different finished run; choose another out= or delete it")
         return done
-    # resolve every name before anything is written, so bad input leaves no folder behind
-    data = load_data(cfg)
-    objective = build_objective(cfg, data.spec)
-    selector = build_selector(cfg.selector, cfg.selector_opts)
-    schedule = Schedule.from_config(cfg, selector.uses_coreset)
-    device = resolve_device(cfg.device)
-    spec = {"name": cfg.model, "in_channels": data.spec.shape[0], "num_classes": data.spec.num_classes,
-            "mean": list(data.spec.mean), "std": list(data.spec.std)}
-    if device.type == "cuda" and data.train.x.numel() < 2**32:  # < 4 GiB of uint8: keep it on the GPU, no copies per batch
-        data.train = data.train.to(device)
-    torch.manual_seed(cfg.seed)
-    model = build_model(**spec).to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
-    amp = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
-    augment = cfg.augment or data.spec.augment
-
-    state = RunState()
-    ckpt_path = out / CHECKPOINT
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if ckpt["config_hash"] != digest:
-            raise RunFolderError(f"out: {out} holds an unfinished different run; choose another out= or delete it")
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        scaler.load_state_dict(ckpt["scaler"])
-        state = RunState(**ckpt["state"])
-    timer = PhaseTimer(device, state.timings)
-    all_rows = torch.arange(len(data.train))
+    exp = build_experiment(cfg)
+    state = _restore(out / CHECKPOINT, exp, digest)
+    timer = PhaseTimer(exp.device, state.timings)
     coreset = None if state.coreset_rows is None else Coreset(torch.tensor(state.coreset_rows), torch.tensor(state.coreset_weights))
 
     for epoch in range(state.epoch, cfg.epochs):
         t0 = time.perf_counter()
         torch.manual_seed(epoch_seed(cfg.seed, epoch))
         lr = learning_rate(cfg, epoch)
-        for group in opt.param_groups:
+        for group in exp.opt.param_groups:
             group["lr"] = lr
-        phase, entry = schedule.phase(epoch), {}
-        if schedule.selects(epoch):
+        phase, entry = exp.schedule.phase(epoch), {}
+        if exp.schedule.selects(epoch):
             before = timer.flush()
-            coreset = select_coreset(selector, model, objective, data, cfg, device, timer, epoch)
-            path = save_coreset(out, epoch, coreset.indices, data.train.index[coreset.indices], coreset.weights)
+            coreset = select_coreset(exp, timer, epoch)
+            path = save_coreset(out, epoch, coreset.indices, exp.data.train.index[coreset.indices], coreset.weights)
             seconds = {k: v - before.get(k, 0.0) for k, v in timer.flush().items() if k.startswith("selection")}
-            state.selections.append({"epoch": epoch, "size": len(coreset.indices), "file": path, "seconds": seconds,
-                                     **coreset.info})
-        if phase != SKIP:
-            rows, weights = (all_rows, torch.ones(len(all_rows))) if phase == FULL else (coreset.indices, coreset.weights)
-            entry = train_epoch(model, opt, objective, data.train, rows, weights.float(), cfg, augment, device, timer,
-                                amp, scaler, desc=f"epoch {epoch + 1}/{cfg.epochs} {phase}")
-            with timer("validation"):
-                entry["val_acc"] = accuracy(model, data.val, device, cfg.eval_batch_size)
-        state.wall_seconds += time.perf_counter() - t0
-        state.history.append({"epoch": epoch, "phase": phase, "lr": lr, **entry, "seconds": time.perf_counter() - t0})
-        state.epoch, state.timings = epoch + 1, timer.flush()
-        if coreset is not None:
+            state.selections.append({"epoch": epoch, "size": len(coreset.indices), "file": path, "seconds": seconds, **coreset.info})
             state.coreset_rows, state.coreset_weights = coreset.indices.tolist(), coreset.weights.tolist()
-        torch_save(ckpt_path, {"config_hash": digest, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                               "scaler": scaler.state_dict(), "state": asdict(state)})
+        if phase != SKIP:
+            full = torch.arange(len(exp.data.train))
+            rows, weights = (full, torch.ones(len(full))) if phase == FULL else (coreset.indices, coreset.weights)
+            entry = train_epoch(exp, rows, weights, timer, desc=f"epoch {epoch + 1}/{cfg.epochs} {phase}")
+            with timer("validation"):
+                entry["val_acc"] = accuracy(exp.model, exp.data.val, exp.device, cfg.eval_batch_size)
+        seconds = time.perf_counter() - t0
+        state.wall_seconds += seconds
+        state.history.append({"epoch": epoch, "phase": phase, "lr": lr, **entry, "seconds": seconds})
+        state.epoch, state.timings = epoch + 1, timer.flush()
+        _checkpoint(out / CHECKPOINT, exp, digest, state)
         if not cfg.quiet:
             tqdm.write(_epoch_line(state.history[-1]))
 
     t0 = time.perf_counter()
     with timer("evaluation"):
-        torch.manual_seed(epoch_seed(cfg.seed, cfg.epochs))
-        final = {
-            "clean_acc": accuracy(model, data.test, device, cfg.eval_batch_size),
-            "robust_acc": accuracy(model, data.test, device, cfg.eval_batch_size,
-                                   lambda m, x, y: objective.eval_attack(m, x, y, cfg.eval_steps)),
-            "robust_attack": f"pgd{cfg.eval_steps}_{objective.norm}", "eps": objective.eps, "test_samples": len(data.test),
-        }
-    timings = timer.flush()
-    timings["total"] = state.wall_seconds + time.perf_counter() - t0
-    timings["training_epochs"] = sum(h["seconds"] for h in state.history)
+        final = final_evaluation(exp)
+    timings = {**timer.flush(), "total": state.wall_seconds + time.perf_counter() - t0,
+               "training_epochs": sum(h["seconds"] for h in state.history)}
     record = {
         "schema_version": SCHEMA_VERSION, "acs_core_version": __version__, "status": "complete",
         "config": cfg.to_dict(), "config_hash": digest,
-        "resolved": {"eps": objective.eps, "alpha": objective.alpha, "augment": augment, "train_samples": len(data.train),
-                     "val_samples": len(data.val), "warm_end": schedule.warm_end, "full_end": schedule.full_end},
+        "resolved": {"eps": exp.objective.eps, "alpha": exp.objective.alpha, "augment": exp.augment,
+                     "train_samples": len(exp.data.train), "val_samples": len(exp.data.val),
+                     "warm_end": exp.schedule.warm_end, "full_end": exp.schedule.full_end},
         "history": state.history, "selections": state.selections, "timings": timings, "final": final,
-        "environment": environment(device), "model_spec": spec,
+        "environment": environment(exp.device), "model_spec": exp.spec,
     }
-    save_model(out, model, spec)
+    save_model(out, exp.model, exp.spec)
     write_json(out / METRICS, record)
-    ckpt_path.unlink()
+    (out / CHECKPOINT).unlink()
     return record
 
 
@@ -215,4 +245,3 @@ def _epoch_line(h: dict[str, Any]) -> str:
         return f"epoch {h['epoch'] + 1}: skipped (warm start), lr {h['lr']:.4f}"
     return (f"epoch {h['epoch'] + 1}: {h['phase']:7s} lr {h['lr']:.4f} loss {h['train_loss']:.3f} "
             f"train acc {h['train_acc']:.1f}% val acc {h['val_acc']:.1f}% ({h['seconds']:.1f}s)")
-

@@ -22,7 +22,7 @@ from ..config import ConfigError
 from ..objectives import Objective
 from .base import Coreset, SelectionContext, Selector
 from .gradients import selection_gradients
-from .solvers import class_budgets, fill_random, matching_error
+from .solvers import class_budgets, matching_error
 
 
 @dataclass
