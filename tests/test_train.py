@@ -118,3 +118,10 @@ def test_short_real_fashion_mnist_run(tmp_path):
     assert record["resolved"]["train_samples"] == 2000
     assert record["final"]["clean_acc"] > 50
     assert 0 < record["final"]["robust_acc"] < record["final"]["clean_acc"]
+
+
+@pytest.mark.parametrize("option", [{"amp": "bf16"}, {"channels_last": True}])
+def test_autocast_and_channels_last_runs(tmp_path, option):
+    record = run(RunConfig(**{**SYNTH, "epochs": 1, "train_size": 128}, **option, out=str(tmp_path / "r")))
+    assert record["config"][next(iter(option))] == next(iter(option.values()))
+    assert 0 <= record["final"]["clean_acc"] <= 100
