@@ -6,7 +6,6 @@ median samples/s of each is reported. This is a benchmark that prints figures, n
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import statistics
@@ -19,10 +18,7 @@ import torch.nn.functional as F
 
 from .config import ConfigError, RunConfig
 from .timing import PhaseTimer
-from .train import build_experiment, train_epoch
-
-AmpFactory = Callable[[], contextlib.AbstractContextManager[Any]]
-
+from .train import AmpFactory, build_experiment, make_optimizer, train_epoch
 
 def _import_torchattacks() -> Any:
     """torchattacks (a benchmark/test-only dependency), or a one-line error saying how to install it."""
@@ -101,7 +97,7 @@ def bench_train(cfg: RunConfig, batches: int, repeats: int) -> dict[str, float]:
     # the same initial weights; the reference gets its own optimiser and scaler
     objective = exp.objective
     ref_model = copy.deepcopy(exp.model)
-    ref_opt = torch.optim.SGD(ref_model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    ref_opt = make_optimizer(ref_model, cfg)
     ref_scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
     attack = torchattacks.PGD(ref_model, eps=objective.eps, alpha=objective.alpha, steps=objective.steps, random_start=True)
     exp.model.train()

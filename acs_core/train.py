@@ -27,6 +27,9 @@ from .selection import Coreset, SelectionContext, Selector, build_selector
 from .timing import PhaseTimer
 
 
+AmpFactory = Callable[[], contextlib.AbstractContextManager[Any]]
+
+
 @dataclass
 class Experiment:
     """Everything one run is built from: resolved once from its RunConfig, before anything is written."""
@@ -41,7 +44,7 @@ class Experiment:
     model: Classifier
     opt: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
-    amp: Callable[[], contextlib.AbstractContextManager[Any]]
+    amp: AmpFactory
     augment: str
 
 
@@ -69,6 +72,11 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
 
 
+def make_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
+    """SGD with the run's momentum and weight decay (the LR is set per epoch by the schedule)."""
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
 def build_experiment(cfg: RunConfig) -> Experiment:
     """Resolve every name and build data, objective, selector, schedule, model and optimiser (bad input raises here)."""
     data = load_data(cfg)
@@ -83,7 +91,7 @@ def build_experiment(cfg: RunConfig) -> Experiment:
     model = build_model(**spec).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(model, cfg)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
     amp = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
     return Experiment(cfg, data, objective, selector, Schedule.from_config(cfg, selector.uses_coreset), device, spec,

@@ -17,9 +17,8 @@ class Random(Selector):
 
     def select(self, ctx: SelectionContext) -> Coreset:
         y = ctx.candidates.y
-        if not self.class_balanced:
-            chosen = torch.randperm(len(y), generator=ctx.generator)[: ctx.budget]
+        if self.class_balanced:
+            chosen = sample_per_class(y, class_budgets(y, ctx.fraction, ctx.budget), ctx.generator)  # sorted
         else:
-            chosen = sample_per_class(y, class_budgets(y, ctx.fraction, ctx.budget), ctx.generator)
-        chosen = torch.sort(chosen).values
+            chosen = torch.sort(torch.randperm(len(y), generator=ctx.generator)[: ctx.budget]).values
         return Coreset(chosen, torch.ones(len(chosen)))
