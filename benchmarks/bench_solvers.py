@@ -29,6 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from acs_core.selection.rows import FactoredGradients, as_rows  # noqa: E402
 from acs_core.selection.solvers import (  # noqa: E402
     class_budgets,
     facility_location,
@@ -86,14 +87,14 @@ class SyntheticGradients:
         """Gradient length C * (hidden + 1)."""
         return self.classes * (self.hidden + 1)
 
-    def for_class(self, c: int, n: int) -> torch.Tensor:
-        """(n, dims) float32 gradients of n samples of class c."""
+    def for_class(self, c: int, n: int) -> FactoredGradients:
+        """n float32 gradients of class c, factored as the selectors hold them (`.dense()`: (n, dims))."""
         g = torch.Generator().manual_seed(self.seed * 1000 + c + 1)
         h = torch.relu(self.means[c] + torch.randn(n, self.hidden, generator=g))
         logits = h @ self.weight.T + self.bias + 0.5 * torch.randn(n, self.classes, generator=g)
         err = torch.softmax(logits, dim=1)
         err[:, c] -= 1.0
-        return torch.cat([err, (err[:, :, None] * h[:, None, :]).reshape(n, -1)], dim=1).contiguous()
+        return FactoredGradients.of([(err, h)])
 
 
 def run(args: argparse.Namespace) -> None:
@@ -129,7 +130,12 @@ def run(args: argparse.Namespace) -> None:
             times, peaks, extras, err_sel, err_full, positive = [], [], [], [], [], []
             for c in range(args.classes):
                 full = gen.for_class(c, args.per_class)
-                grads = full[:, :dims].contiguous()
+                if dims == gen.dims and solver == "omp" and not args.dense:
+                    grads = full  # GradMatch on the factored rows, as the gradmatch selector runs it
+                elif dims == args.classes:
+                    grads = full.bias()
+                else:
+                    grads = full.dense()[:, :dims].contiguous()
                 k = budgets[c]
                 before = _status_kib("VmRSS") or 0
                 _reset_peak()
@@ -137,7 +143,7 @@ def run(args: argparse.Namespace) -> None:
                 if solver == "craig":
                     idx, w = facility_location(grads, k)
                 else:
-                    idx, w = omp_nnls(grads, grads.sum(dim=0), k, lam=args.lam, step_atoms=step)
+                    idx, w = omp_nnls(grads, as_rows(grads).total(), k, lam=args.lam, step_atoms=step)
                     positive.append(int((w > 0).sum()))
                     idx, w = fill_random(idx, w, args.per_class, k, torch.Generator().manual_seed(c))
                 times.append(time.perf_counter() - t0)
@@ -176,6 +182,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="GradMatch atoms added per OMP step (1 = OMP, m > 1 = generalised OMP)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch default)")
+    p.add_argument("--dense", action="store_true",
+                   help="give GradMatch the materialised (n, dims) rows instead of the factored ones (to compare)")
     p.add_argument("--small", action="store_true", help="quick run: 1,000 per class, hidden 64")
     args = p.parse_args(argv)
     if args.small:

@@ -7,6 +7,7 @@ import torch
 
 from .base import SELECTORS
 from .gradient_matching import GradientMatchingSelector
+from .rows import FactoredGradients, as_dense
 from .solvers import facility_location
 
 
@@ -15,5 +16,5 @@ from .solvers import facility_location
 class Craig(GradientMatchingSelector):
     gradient: str = "bias"  # the reference ACS code clusters the C-dim bias gradient; gradient=full uses C+C*D
 
-    def solve(self, grads: torch.Tensor, k: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        return facility_location(grads, k)
+    def solve(self, grads: torch.Tensor | FactoredGradients, k: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return facility_location(as_dense(grads), k)

@@ -22,6 +22,7 @@ from ..config import ConfigError
 from ..objectives import Objective
 from .base import Coreset, SelectionContext, Selector
 from .gradients import selection_gradients
+from .rows import FactoredGradients, as_dense, as_rows
 from .solvers import class_budgets, matching_error
 
 
@@ -43,8 +44,8 @@ class GradientMatchingSelector(Selector):
         if self.batch < 1:
             raise ConfigError(f"selector.batch: {self.batch} < 1")
 
-    def solve(self, grads: torch.Tensor, k: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pick k rows of `grads` with weights (the solver)."""
+    def solve(self, grads: torch.Tensor | FactoredGradients, k: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pick k rows of `grads` (a tensor, or factored full last-layer gradients) with weights (the solver)."""
         raise NotImplementedError
 
     def _objective(self, ctx: SelectionContext) -> Objective:
@@ -62,8 +63,9 @@ class GradientMatchingSelector(Selector):
         return [(torch.nonzero(y == c).flatten(), k) for c, k in budgets.items()]
 
     def select(self, ctx: SelectionContext) -> Coreset:
-        grads = selection_gradients(ctx.model, self._objective(ctx), ctx.candidates, torch.arange(len(ctx.candidates)),
-                                    ctx.device, ctx.batch_size, ctx.timer, bias_only=self.gradient == "bias").cpu()
+        factored = selection_gradients(ctx.model, self._objective(ctx), ctx.candidates, torch.arange(len(ctx.candidates)),
+                                       ctx.device, ctx.batch_size, ctx.timer)
+        grads = factored.bias() if self.gradient == "bias" else factored
         rows, weights = [], []
         with ctx.timer("selection_solver"):
             for members, k in self._groups(ctx):
@@ -75,7 +77,7 @@ class GradientMatchingSelector(Selector):
                     weights.append(w.float())
                     continue
                 batches = members[torch.randperm(len(members), generator=ctx.generator)].split(self.batch)
-                idx, w = self.solve(torch.stack([grads[b].mean(0) for b in batches]),
+                idx, w = self.solve(torch.stack([as_dense(grads[b]).mean(0) for b in batches]),
                                     min(len(batches), math.ceil(k / self.batch)), ctx.generator)
                 rows += [batches[i] for i in idx.tolist()]
                 weights += [torch.full((len(batches[i]),), float(wi)) for i, wi in zip(idx.tolist(), w.tolist())]
@@ -84,6 +86,6 @@ class GradientMatchingSelector(Selector):
         info = {
             "matching_error": matching_error(grads, indices, gammas),
             "random_matching_error": matching_error(grads, random_rows, torch.full((len(random_rows),), len(grads) / len(random_rows))),
-            "gradient_dims": grads.shape[1],
+            "gradient_dims": math.prod(as_rows(grads).vector_shape),
         }
         return Coreset(indices, gammas, info)

@@ -8,6 +8,7 @@ import torch
 from ..config import ConfigError
 from .base import SELECTORS
 from .gradient_matching import GradientMatchingSelector
+from .rows import FactoredGradients, as_rows
 from .solvers import fill_random, omp_nnls
 
 
@@ -24,6 +25,6 @@ class GradMatch(GradientMatchingSelector):
         if self.step_atoms < 1:
             raise ConfigError(f"selector.step_atoms: {self.step_atoms} < 1; use 1 (OMP) or more")
 
-    def solve(self, grads: torch.Tensor, k: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        idx, w = omp_nnls(grads, grads.sum(0), k, lam=self.lam, step_atoms=self.step_atoms)
+    def solve(self, grads: torch.Tensor | FactoredGradients, k: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        idx, w = omp_nnls(grads, as_rows(grads).total(), k, lam=self.lam, step_atoms=self.step_atoms)
         return fill_random(idx, w, len(grads), k, generator)

@@ -27,6 +27,9 @@ import numpy as np
 import scipy.linalg
 import torch
 from scipy.linalg import blas as _blas
+from threadpoolctl import threadpool_limits
+
+from .rows import DenseRows, Rows, as_rows
 
 __all__ = [
     "class_budgets",
@@ -52,24 +55,21 @@ _BLOCK_ELEMS = 1 << 24
 
 @contextlib.contextmanager
 def _loop_threads(num: int = 1) -> Iterator[None]:
-    """Run the greedy loops' many small tensor ops on `num` intra-op threads, then restore the setting.
+    """Run the greedy loops' many small tensor and BLAS ops on `num` threads (torch and numpy/scipy's BLAS),
+    then restore the settings.
 
     Each small op otherwise pays a fork/join barrier; on a loaded 2-core machine we measured 8 ms per
-    640k-element op with 2 threads against 0.1 ms with 1. The big one-off GEMMs run outside this block.
-    The setting is process-wide: torch work in other Python threads also runs on one thread meanwhile.
+    640k-element op with 2 threads against 0.1 ms with 1, and GradMatch's factor solves ran 1.5x faster on
+    one OpenBLAS thread. The big one-off GEMMs run outside this block. The setting is process-wide: torch
+    and BLAS work in other Python threads also runs on one thread meanwhile.
     """
     before = torch.get_num_threads()
     torch.set_num_threads(num)
     try:
-        yield
+        with threadpool_limits(limits=num, user_api="blas"):
+            yield
     finally:
         torch.set_num_threads(before)
-
-
-def _all_finite(x: torch.Tensor) -> bool:
-    """No NaN or inf in x: a finite sum proves it in one fast pass (torch.isfinite(x).all() took 0.3 s on
-    25M floats here); a non-finite sum (a bad entry, or overflow of finite ones) is settled element-wise."""
-    return bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -100,7 +100,7 @@ class _Points:
     def __init__(self, features: torch.Tensor) -> None:
         if features.dim() != 2:
             raise ValueError(f"features must be (n, d), got shape {tuple(features.shape)}")
-        if not _all_finite(features):
+        if not DenseRows(features).all_finite():
             raise ValueError("features contain NaN or inf")
         self.dtype = _compute_dtype(features)
         work = torch.float64 if features.shape[1] <= _F64_DIST_MAX_DIMS else self.dtype
@@ -347,17 +347,6 @@ def facility_location(
 # --------------------------------------------------------------------------------------------------------
 # GradMatch: OMP with a true NNLS refit
 # --------------------------------------------------------------------------------------------------------
-def _matvec64(a: torch.Tensor, v: torch.Tensor) -> np.ndarray:
-    """a @ v in float64, converting a in row blocks so a float32 `a` is never copied whole to float64."""
-    n, d = a.shape
-    v64 = v.to(torch.float64)
-    step = max(1, _BLOCK_ELEMS // max(d, 1))
-    out = np.empty(n, dtype=np.float64)
-    for s in range(0, n, step):
-        out[s : s + step] = (a[s : s + step].to(torch.float64) @ v64).numpy()
-    return out
-
-
 def _solve_upper_t(r: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     """Solve R^T Z = rhs for a small upper-triangular R (rhs a vector or a matrix)."""
     return scipy.linalg.solve_triangular(r, rhs, trans="T", lower=False, check_finite=False)
@@ -479,11 +468,12 @@ class _OmpState:
         self.v = np.zeros((0, 0))  # R^{-T} E_D
         self.m = np.zeros((0, 0))  # V^T V
 
-    def add_atom(self, h_row: np.ndarray, f_j: float) -> int:
-        """Append an atom with Gram row h_row (against the support, itself last); returns its position."""
-        t = self.s
-        if t + 1 > self.f.size:
-            cap = max(t + 1, min(2 * self.f.size, self.max_atoms))
+    def add_atoms(self, cross: np.ndarray, f_new: np.ndarray) -> list[int]:
+        """Append m atoms with Gram rows cross (m x (s + m): against the support, then each other) and f values
+        f_new; returns their positions."""
+        t, m = self.s, len(f_new)
+        if t + m > self.f.size:
+            cap = max(t + m, min(2 * self.f.size, self.max_atoms))
             h = np.zeros((cap, cap), dtype=np.float64)
             h[:t, :t] = self.h[:t, :t]
             self.h = h
@@ -492,12 +482,12 @@ class _OmpState:
             self.x = np.concatenate([self.x, pad])
             self.in_p = np.concatenate([self.in_p, pad.astype(bool)])
             self.blocked = np.concatenate([self.blocked, pad.astype(bool)])
-        self.h[t, : t + 1] = h_row
-        self.h[: t + 1, t] = h_row
-        self.f[t] = f_j
-        self.x[t] = 0.0
-        self.s = t + 1
-        return t
+        self.h[t : t + m, : t + m] = cross
+        self.h[: t + m, t : t + m] = cross.T
+        self.f[t : t + m] = f_new
+        self.x[t : t + m] = 0.0
+        self.s = t + m
+        return list(range(t, t + m))
 
     def _append(self, positions: list[int]) -> list[int]:
         """Add positions to the factor (one block update of R, y and V); returns those added, in order."""
@@ -581,55 +571,40 @@ class _OmpState:
         return cols[act], z[act]
 
     def nnls(self, new_positions: list[int]) -> None:
-        """Lawson-Hanson active set, warm-started from the previous solution with new_positions entering.
+        """Block principal pivoting (Kim & Park 2011), warm-started from the previous passive set plus new_positions.
 
-        Solves min_{x >= 0} ||A_S^T x - b||^2 + lam ||x||^2 in Gram form (H_SS + lam I, f_S): a true NNLS
-        over the whole support S, so atoms dropped earlier re-enter when their dual w_i = f_i - H_iP x_P > 0.
-        New atoms enter together (one block factor update); an infeasible solution is cut back along the
-        segment from the previous feasible x as usual; with lam > 0 the minimiser is unique, so the path
-        does not change the result.
+        Solves min_{x >= 0} ||A_S^T x - b||^2 + lam ||x||^2 in Gram form (H_SS + lam I, f_S): a true NNLS over
+        the whole support S. Each round solves least squares on P, then swaps every infeasible atom at once:
+        x_i < 0 in P leaves, dual w_i = f_i - H_iP x_P > 0 outside P enters (so atoms dropped earlier come
+        back). If the number of infeasible atoms stops falling for 3 rounds, only the highest-positioned one
+        swaps (Murty's rule, finite) until it falls again. The answer is the KKT point, so with lam > 0 (unique
+        minimiser) it equals the Lawson-Hanson one; the block swaps just need far fewer factor solves.
         """
         s = self.s
         wtol = 1e-11 * max(float(np.abs(self.f[:s]).max()), 1e-300)
-        pending = list(new_positions)
-        for _ in range(3 * s + 20):  # guard against cycling in floating point
-            if not pending:
-                zs = np.nonzero(~(self.in_p[:s] | self.blocked[:s]))[0]
-                if zs.size == 0:
-                    break
-                w = self.f[zs] - self.h[zs, :s] @ self.x[:s]  # x is 0 off the passive set
-                best = int(np.argmax(w))
-                if not w[best] > wtol:
-                    break
-                pending = [int(zs[best])]
-            entering, pending = self._enter(pending), []
-            if not entering:
-                continue
-            while True:
-                ps, z = self._solve()
-                if z.size == 0 or z.min() > 0.0:
-                    self.x[ps] = z
-                    break
-                xp = self.x[ps]
-                if len(entering) == 1:
-                    e = int(np.nonzero(ps == entering[0])[0][0])
-                    if z[e] <= 0.0 and xp[e] == 0.0:
-                        # rounding: the single entering atom cannot leave zero; take it back out, do not retry it
-                        self._remove(entering)
-                        self.blocked[entering[0]] = True
-                        ps, z = self._solve()
-                        self.x[ps] = z
-                        break
-                bad = np.nonzero(z <= 0.0)[0]
-                step = xp[bad] - z[bad]  # > 0 except for an entering atom solved to exactly 0
-                ratios = np.divide(xp[bad], step, out=np.zeros(bad.size), where=step > 0.0)
-                alpha = float(ratios.min())
-                xp = xp + alpha * (z - xp)
-                xp[bad[ratios <= alpha]] = 0.0
-                self.x[ps] = np.maximum(xp, 0.0)
-                self._remove(ps[xp <= 0.0].tolist())
-                if not self.in_p[: self.s].any():
-                    break
+        self._enter(list(new_positions))
+        fewest, budget = s + 1, 3
+        x = np.zeros(s)
+        for _ in range(10 * s + 50):  # guard against cycling in floating point
+            ps, z = self._solve()
+            x[:] = 0.0
+            x[ps] = z
+            zs = np.nonzero(~(self.in_p[:s] | self.blocked[:s]))[0]
+            w = self.f[zs] - self.h[zs, :s] @ x
+            leave, join = ps[z < 0.0], zs[w > wtol]
+            bad = leave.size + join.size
+            if bad == 0:
+                break
+            if bad < fewest:
+                fewest, budget = bad, 3
+            elif budget > 0:
+                budget -= 1
+            else:
+                last = max(leave.max(initial=-1), join.max(initial=-1))
+                leave, join = leave[leave == last], join[join == last]
+            self._remove(leave.tolist())
+            self._enter(join.tolist())
+        self.x[:s] = np.maximum(x, 0.0)
 
     def residual_sq(self, bnorm2: float) -> float:
         """||b - A_S^T x||^2 from the Gram identity at the LS optimum on P (no length-d vectors needed)."""
@@ -638,7 +613,7 @@ class _OmpState:
 
 
 def omp_nnls(
-    atoms: torch.Tensor,
+    atoms: torch.Tensor | Rows,
     target: torch.Tensor,
     k: int,
     lam: float = 0.0,
@@ -653,55 +628,58 @@ def omp_nnls(
     Each step picks the not-yet-chosen atom with the largest positive inner product with the residual
     (ties: lowest index; with step_atoms = m > 1 the m largest positive ones, generalised OMP, which needs
     k/m refits instead of k), then re-solves min_{x >= 0} ||A_S^T x - target||^2 + lam ||x||^2 exactly over the
-    whole support S: warm-started Lawson-Hanson on an incrementally updated float64 Cholesky factor,
-    O(s^2) per change, never a solve from scratch. Atoms NNLS set to 0 stay in S (OMP does not pick them
-    again) and re-enter the solution whenever their dual turns positive. Stops at k atoms, when no atom
-    correlates positively, or when ||residual|| <= tol ||target||.
+    whole support S: block principal pivoting on an incrementally grown float64 Cholesky factor, never a
+    solve from scratch. Atoms NNLS set to 0 stay in S (OMP does not pick them again) and re-enter the
+    solution whenever their dual turns positive. Stops at k atoms, when no atom correlates positively, or
+    when ||residual|| <= tol ||target||.
+
+    `atoms` is an (n, d) tensor with target (d,), or `FactoredGradients` with target a (C, D + 1) matrix of
+    its row space (e.g. `atoms.combine(ones)`), whose inner products cost C + D + 1 instead of C (D + 1).
 
     Returns (indices int64 in pick order, weights >= 0 in the compute dtype). Zero weights are kept (atoms
     NNLS dropped, or numerically dependent ones: rho^2 <= 1e-5 of their norm^2 in float32, 1e-12 in
     float64); `fill_random` drops them and completes the budget.
 
-    Residual correlations cost O(n min(s, d)) a step: with gram=None the n x n Gram matrix A A^T is
-    precomputed (float32 unless float64 input) when it fits in gram_bytes and is estimated cheaper, and then
-    c = A b - G_S^T x and ||r||^2 comes from the Gram identity (in float32 that resolves ||r|| only down to
-    roughly 1e-3 ||target||, ample for gradients); otherwise r = b - A_S^T x and c = A r explicitly. Memory
-    beyond the inputs: the Gram matrix if used, k rows of it (or k atoms), and O(k^2) float64 for the
-    support Gram and the factor (about 50 MB each at k = 2,500).
+    Residual correlations: with gram=None the n x n Gram matrix is precomputed (float32 unless float64
+    input) when it fits in gram_bytes and is estimated cheaper, and then c = A b - G_S^T x and ||r||^2 comes
+    from the Gram identity (in float32 that resolves ||r|| only down to roughly 1e-3 ||target||, ample for
+    gradients); otherwise r = b - A_S^T x and c = A r explicitly. Memory beyond the inputs: the Gram matrix
+    if used, k rows of it (or k atoms), and O(k^2) float64 for the support Gram and the factor (about 50 MB
+    each at k = 2,500).
     """
-    if atoms.dim() != 2:
-        raise ValueError(f"atoms must be (n, d), got shape {tuple(atoms.shape)}")
-    n, d = atoms.shape
-    if target.shape != (d,):
-        raise ValueError(f"target must have shape ({d},), got {tuple(target.shape)}")
+    rows = as_rows(atoms)
+    n = len(rows)
+    if tuple(target.shape) != rows.vector_shape:
+        raise ValueError(f"target must have shape {rows.vector_shape}, got {tuple(target.shape)}")
     _check_k(k, n)
     if lam < 0:
         raise ValueError(f"lam must be >= 0, got {lam}")
     if step_atoms < 1:
         raise ValueError(f"step_atoms must be >= 1, got {step_atoms}")
-    if not (_all_finite(atoms) and _all_finite(target)):
+    if not (rows.all_finite() and DenseRows(target.reshape(1, -1)).all_finite()):
         raise ValueError("atoms or target contain NaN or inf")
-    dtype = _compute_dtype(atoms)
-    a = atoms.detach().to(device="cpu", dtype=dtype).contiguous()
+    dtype = _compute_dtype(rows.fields[0])
+    rows = rows.to(dtype)
     b = target.detach().to(device="cpu", dtype=dtype)
     b64 = target.detach().to(device="cpu", dtype=torch.float64)
-    bnorm2 = float(b64 @ b64)
+    bnorm2 = float((b64 * b64).sum())
     empty = torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=dtype)
     if k == 0 or bnorm2 == 0.0:
         return empty
 
-    alpha0 = _matvec64(a, b64)  # A b: correlations with the residual at x = 0, and f_S
-    itemsize = a.element_size()
+    alpha0 = rows.correlate64(b64).numpy()  # A b: correlations with the residual at x = 0, and f_S
     if gram is None:
-        # in GEMM-flop units (a GEMV flop costs ~16 here), over k/m steps at mean support k/2: the Gram path
-        # pays n^2 d once, then reads n x s per step; the direct path reads n x d per step plus the new atoms'
-        # Gram rows (k^2 d / 2 by GEMM in all)
+        # in multiplications, over k/m steps at mean support k/2: the Gram path pays n^2 inner products once,
+        # then reads n x s per step (a GEMV, ~16x a GEMM multiplication here); the direct path correlates all
+        # n atoms per step (a GEMV over n x d for dense rows) plus the new atoms' inner products (k^2 / 2 in all)
         steps = k / step_atoms
-        gram = n * n * itemsize <= gram_bytes and n * n * d + 16 * steps * n * k / 2 < 16 * steps * n * d + k * k * d / 2
-    g_full = a @ a.T if gram else None
+        per_step = 16 * n * rows.inner_cost if isinstance(rows, DenseRows) else n * math.prod(rows.vector_shape)
+        gram = (n * n * rows.fields[0].element_size() <= gram_bytes
+                and n * n * rows.inner_cost + 16 * steps * n * k / 2 < steps * per_step + k * k * rows.inner_cost / 2)
+    support = DenseRows(rows.gram(rows)) if gram else rows  # what the kept rows of the support are: G rows or atoms
+    kept = support.empty(k)
     dep_tol = 1e-12 if dtype == torch.float64 else 1e-5
     st = _OmpState(lam, dep_tol, k)
-    rows_buf = torch.empty(min(k, 64), n if gram else d, dtype=dtype)  # G rows or atoms of the support
     picked = torch.empty(k, dtype=torch.int64)
     chosen = torch.zeros(n, dtype=torch.bool)
     alpha0_t = torch.from_numpy(alpha0)
@@ -715,11 +693,11 @@ def omp_nnls(
                 corr = alpha0_t.clone()
                 r2 = bnorm2
             elif gram:
-                corr = alpha0_t - (rows_buf[:s].T @ xs).to(torch.float64)
+                corr = alpha0_t - kept[:s].combine(xs).to(torch.float64)
                 r2 = st.residual_sq(bnorm2)
             else:
-                resid = b - rows_buf[:s].T @ xs
-                corr = (a @ resid).to(torch.float64)
+                resid = b - kept[:s].combine(xs)
+                corr = rows.correlate(resid).to(torch.float64)
                 r2 = float((resid.to(torch.float64) ** 2).sum())
             if r2 <= tol2:
                 break
@@ -735,16 +713,10 @@ def omp_nnls(
             m = js.numel()
             chosen[js] = True
             picked[s : s + m] = js
-            if s + m > rows_buf.shape[0]:
-                grown = torch.empty(min(k, max(s + m, 2 * rows_buf.shape[0])), rows_buf.shape[1], dtype=dtype)
-                grown[:s] = rows_buf[:s]
-                rows_buf = grown
-            rows_buf[s : s + m] = g_full[js] if gram else a[js]
-            # Gram entries of the new atoms against the support and each other (one GEMM, not m GEMVs)
-            cross = rows_buf[s : s + m][:, picked[: s + m]] if gram else rows_buf[s : s + m] @ rows_buf[: s + m].T
-            cross = cross.to(torch.float64).numpy()
-            new = [st.add_atom(cross[t, : s + t + 1], float(alpha0[int(js[t])])) for t in range(m)]
-            st.nnls(new)
+            kept.put(s, support[js])
+            # inner products of the new atoms with the support and each other (one GEMM, not m GEMVs)
+            cross = kept[s : s + m].a[:, picked[: s + m]] if gram else kept[s : s + m].gram(kept[: s + m])
+            st.nnls(st.add_atoms(cross.to(torch.float64).numpy(), alpha0[js.numpy()]))
 
     w = torch.from_numpy(np.maximum(st.x[: st.s], 0.0).copy()).to(dtype)
     return picked[: st.s].clone(), w
@@ -817,25 +789,24 @@ def class_budgets(y: torch.Tensor, fraction: float, total: int) -> dict[int, int
     return budget
 
 
-def matching_error(grads: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> float:
+def matching_error(grads: torch.Tensor | Rows, indices: torch.Tensor, weights: torch.Tensor) -> float:
     """Relative gradient-matching error ||sum_i g_i - sum_j w_j g_j|| / ||sum_i g_i|| (the ACS objective).
 
-    Computed in float64 in row blocks; 0.0 when both norms vanish, inf when only the full sum does.
+    Computed in float64 (dense rows in row blocks); 0.0 when both norms vanish, inf when only the full sum does.
     """
-    g = grads.detach().cpu()
-    n, d = g.shape
+    rows = as_rows(grads)
     idx = torch.as_tensor(indices, dtype=torch.int64).reshape(-1).cpu()
     w = torch.as_tensor(weights, dtype=torch.float64).reshape(-1).cpu()
     if idx.shape != w.shape:
         raise ValueError("indices and weights must have the same length")
-    step = max(1, _BLOCK_ELEMS // max(d, 1))
-    full = torch.zeros(d, dtype=torch.float64)
-    for s in range(0, n, step):
-        full += g[s : s + step].to(torch.float64).sum(dim=0)
-    part = torch.zeros(d, dtype=torch.float64)
-    for s in range(0, idx.numel(), step):
-        part += g[idx[s : s + step]].to(torch.float64).T @ w[s : s + step]
-    num = float(torch.linalg.vector_norm(full - part))
+    step = max(1, _BLOCK_ELEMS // max(math.prod(rows.vector_shape), 1))
+
+    def weighted_sum(sel: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return sum((rows[sel[s : s + step]].to(torch.float64).combine(x[s : s + step]) for s in range(0, len(sel), step)),
+                   torch.zeros(rows.vector_shape, dtype=torch.float64))
+
+    full = weighted_sum(torch.arange(len(rows)), torch.ones(len(rows), dtype=torch.float64))
+    num = float(torch.linalg.vector_norm(full - weighted_sum(idx, w)))
     den = float(torch.linalg.vector_norm(full))
     if den == 0.0:
         return 0.0 if num == 0.0 else math.inf
