@@ -375,18 +375,19 @@ class _GrowingCholesky:
         padded[: self.p] = rhs
         return _blas.dtrsv(self.buf.T, padded, lower=1, trans=1, overwrite_x=1)[: self.p]
 
-    def solve_unit_t(self, q: int) -> np.ndarray:
-        """v = R^{-T} e_q (zero above q: only the trailing (p - q) x (p - q) block matters)."""
-        p = self.p
-        if 2 * (p - q) < p:  # a short trailing block: copy it out (f2py needs it contiguous) and solve there
-            v = np.zeros(p)
-            rhs = np.zeros(p - q)
-            rhs[0] = 1.0
-            v[q:] = _blas.dtrsv(np.asfortranarray(self.buf[q:p, q:p].T), rhs, lower=1, trans=0)
-            return v
-        rhs = np.zeros(self.buf.shape[0])
-        rhs[q] = 1.0
-        return _blas.dtrsv(self.buf.T, rhs, lower=1, trans=0, overwrite_x=1)[:p]
+    def solve_units_t(self, qs: list[int]) -> np.ndarray:
+        """R^{-T} [e_q for q in qs], (p x len(qs)) in one BLAS-3 solve. Column j is zero above qs[j], so when
+        every q lies in the trailing half only that block is read (copied out: f2py needs it contiguous)."""
+        p, q0, cols = self.p, min(qs), np.arange(len(qs))
+        if 2 * (p - q0) < p:
+            rhs = np.zeros((p - q0, len(qs)), order="F")
+            rhs[np.asarray(qs) - q0, cols] = 1.0
+            out = np.zeros((p, len(qs)))
+            out[q0:] = _blas.dtrsm(1.0, np.asfortranarray(self.buf[q0:p, q0:p].T), rhs, lower=1, trans_a=0, overwrite_b=1)
+            return out
+        rhs = np.zeros((self.buf.shape[0], len(qs)), order="F")
+        rhs[qs, cols] = 1.0
+        return _blas.dtrsm(1.0, self.buf.T, rhs, lower=1, trans_a=0, overwrite_b=1)[:p]
 
     def append_block(self, h_cols: np.ndarray, h_new: np.ndarray, rel_tol: float) -> list[int]:
         """Add m columns: Gram entries h_cols (p x m) against the factor and h_new (m x m, ridge on its diagonal).
@@ -505,14 +506,14 @@ class _OmpState:
             self.cols += added
         return added
 
-    def _pin(self, pos: int) -> None:
-        """Take pos out of P while keeping it in the factor: add its column of R^{-T} to V."""
-        q = self.cols.index(pos)
-        v = self.chol.solve_unit_t(q)
-        cross = self.v.T @ v
-        self.m = np.block([[self.m, cross[:, None]], [cross[None, :], np.array([[v @ v]])]])
-        self.v = np.column_stack([self.v, v])
-        self.pinned.append(q)
+    def _pin(self, positions: list[int]) -> None:
+        """Take positions out of P while keeping them in the factor: add their columns of R^{-T} to V (one solve)."""
+        qs = [self.cols.index(pos) for pos in positions]
+        w = self.chol.solve_units_t(qs)
+        cross = self.v.T @ w
+        self.m = np.block([[self.m, cross], [cross.T, w.T @ w]])
+        self.v = np.hstack([self.v, w])
+        self.pinned += qs
 
     def _unpin(self, pos: int) -> None:
         """Return a pinned atom to P: drop its column of V."""
@@ -552,10 +553,10 @@ class _OmpState:
 
     def _remove(self, positions: list[int]) -> None:
         """Take positions out of P (pinned to zero in the factor); rebuild when too many are pinned."""
-        for pos in positions:
-            self._pin(pos)
-            self.x[pos] = 0.0
-            self.in_p[pos] = False
+        if positions:
+            self._pin(positions)
+            self.x[positions] = 0.0
+            self.in_p[positions] = False
         self.blocked[: self.s] = False
         if len(self.pinned) > self._MAX_PINNED:
             self._rebuild()
