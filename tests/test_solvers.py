@@ -9,6 +9,7 @@ import pytest
 import scipy.optimize
 import torch
 
+from acs_core.selection import solvers
 from acs_core.selection.solvers import (
     class_budgets,
     craig_similarity,
@@ -151,10 +152,14 @@ def test_omp_recovers_planted_nonnegative_combination(dtype: torch.dtype) -> Non
     assert float(fit) < (1e-10 if dtype == torch.float64 else 1e-5)
 
 
+@pytest.mark.parametrize("max_pinned", [256, 0])
 @pytest.mark.parametrize("lam,gram,step", [(0.0, False, 1), (0.0, True, 1), (0.5, False, 1), (0.5, True, 1),
                                             (0.0, True, 7), (0.5, False, 16)])
-def test_omp_weights_are_a_true_nnls_solution(lam: float, gram: bool, step: int) -> None:
-    """With one atom per step (OMP) or several (generalised OMP, block entry), weights solve NNLS exactly."""
+def test_omp_weights_are_a_true_nnls_solution(lam: float, gram: bool, step: int, max_pinned: int,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """With one atom per step (OMP) or several (generalised OMP, block entry), weights solve NNLS exactly; also
+    when the factor is rebuilt after every pin (max_pinned 0) instead of carrying pinned atoms."""
+    monkeypatch.setattr(solvers._OmpState, "_MAX_PINNED", max_pinned)
     g = _gen(11)
     n, d = 300, 40
     f64 = torch.float64
