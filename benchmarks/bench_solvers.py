@@ -13,7 +13,11 @@ high-water mark minus the RSS just before the call, i.e. what the solver itself 
 resource.getrusage's ru_maxrss (never reset: a whole-process peak) where /proc is unavailable.
 
     python benchmarks/bench_solvers.py            # full size, dims 5130 (all) and 10 (bias part)
+    python benchmarks/bench_solvers.py --step-atoms 1 32 64 --rows factored dense   # GradMatch both ways
     python benchmarks/bench_solvers.py --small    # quick run
+
+GradMatch gets the full gradients factored (`selection/rows.py`), as the gradmatch selector does; `--rows dense`
+times it on the materialised (n, 5,130) rows too, in the same run.
 """
 from __future__ import annotations
 
@@ -118,19 +122,22 @@ def run(args: argparse.Namespace) -> None:
     resettable = _reset_peak()
     print(f"# memory: {'VmHWM reset per call' if resettable else 'ru_maxrss (process lifetime peak)'}")
     header = (
-        f"{'solver':<12}{'dims':>6}{'total s':>9}{'s/class':>9}{'max s':>8}{'peak RSS MiB':>14}"
+        f"{'solver':<18}{'dims':>6}{'total s':>9}{'s/class':>9}{'max s':>8}{'peak RSS MiB':>14}"
         f"{'solver extra MiB':>18}{'err(dims)':>11}{'err(full)':>11}{'picked>0':>10}"
     )
     print(header)
-    runs = [("craig", 1)] * ("craig" in args.solvers) + [("omp", m) for m in args.step_atoms if "omp" in args.solvers]
-    for solver, step in runs:
+    runs = [("craig", 1, "dense")] * ("craig" in args.solvers)
+    runs += [("omp", m, kind) for m in args.step_atoms for kind in args.rows if "omp" in args.solvers]
+    for solver, step, kind in runs:
         for dims in dims_list:
             if not 0 < dims <= gen.dims:
                 raise SystemExit(f"--dims {dims} must be in [1, {gen.dims}]")
+            if kind == "dense" and solver == "omp" and dims != gen.dims and "factored" in args.rows:
+                continue  # a prefix of the dims is a plain tensor either way: already timed
             times, peaks, extras, err_sel, err_full, positive = [], [], [], [], [], []
             for c in range(args.classes):
                 full = gen.for_class(c, args.per_class)
-                if dims == gen.dims and solver == "omp" and not args.dense:
+                if dims == gen.dims and kind == "factored":
                     grads = full  # GradMatch on the factored rows, as the gradmatch selector runs it
                 elif dims == args.classes:
                     grads = full.bias()
@@ -154,8 +161,9 @@ def run(args: argparse.Namespace) -> None:
                 err_full.append(matching_error(full, idx, w))
                 del full, grads
             pos = f"{sum(positive) / len(positive):.0f}" if positive else "-"
+            label = f"omp m={step}" + (" dense" if kind == "dense" and dims == gen.dims else "") if solver == "omp" else solver
             print(
-                f"{solver + (f' m={step}' if solver == 'omp' else ''):<12}{dims:>6}{sum(times):>9.2f}{sum(times) / len(times):>9.2f}{max(times):>8.2f}"
+                f"{label:<18}{dims:>6}{sum(times):>9.2f}{sum(times) / len(times):>9.2f}{max(times):>8.2f}"
                 f"{max(peaks) / 1024:>14.0f}{max(extras) / 1024:>18.0f}"
                 f"{sum(err_sel) / len(err_sel):>11.4f}{sum(err_full) / len(err_full):>11.4f}{pos:>10}",
                 flush=True,
@@ -182,8 +190,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="GradMatch atoms added per OMP step (1 = OMP, m > 1 = generalised OMP)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch default)")
-    p.add_argument("--dense", action="store_true",
-                   help="give GradMatch the materialised (n, dims) rows instead of the factored ones (to compare)")
+    p.add_argument("--rows", nargs="+", choices=["factored", "dense"], default=["factored"],
+                   help="how GradMatch gets the full gradients: factored (as the selector does) and/or materialised "
+                        "(n, dims) rows, side by side")
     p.add_argument("--small", action="store_true", help="quick run: 1,000 per class, hidden 64")
     args = p.parse_args(argv)
     if args.small:
