@@ -675,9 +675,13 @@ def omp_nnls(
     if gram is None:
         # in multiplications, over k/m steps at mean support k/2: the Gram path pays n^2 inner products once,
         # then reads n x s per step (a GEMV, ~16x a GEMM multiplication here); the direct path correlates all
-        # n atoms per step (a GEMV over n x d for dense rows) plus the new atoms' inner products (k^2 / 2 in all)
+        # n atoms per step (dense rows: a GEMV over n x d; factored rows: skinny GEMMs over the n atoms and the
+        # support, measured at ~4x a GEMM multiplication) plus the new atoms' inner products (k^2 / 2 in all)
         steps = k / step_atoms
-        per_step = 16 * n * rows.inner_cost if isinstance(rows, DenseRows) else n * math.prod(rows.vector_shape)
+        if isinstance(rows, DenseRows):
+            per_step = 16 * n * rows.inner_cost
+        else:
+            per_step = 4 * (n + k / 2) * math.prod(rows.vector_shape)
         gram = (n * n * rows.fields[0].element_size() <= gram_bytes
                 and n * n * rows.inner_cost + 16 * steps * n * k / 2 < steps * per_step + k * k * rows.inner_cost / 2)
     support = DenseRows(rows.gram(rows)) if gram else rows  # what the kept rows of the support are: G rows or atoms
