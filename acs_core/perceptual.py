@@ -93,10 +93,16 @@ def _lagrangian_step(model: Classifier, x_adv: torch.Tensor, y: torch.Tensor, f_
     return moved.detach(), dist.detach(), logits.argmax(1).detach()
 
 
+def unbounded_margin_sum(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """sum_i margin_i with no cap (kappa = inf): the loss of the PAT paper's Fast-LPA training attack."""
+    return margins(logits, y).sum()
+
+
 def fast_lpa(model: Classifier, x: torch.Tensor, y: torch.Tensor, bound: float, steps: int = 10, lam: float = 10.0,
-             h: float = 0.1, loss_fn: LossFn = ce_sum) -> torch.Tensor:
+             h: float = 0.1, loss_fn: LossFn = unbounded_margin_sum) -> torch.Tensor:
     """Fast-LPA (PAT's training attack): `steps` Lagrangian steps of perceptual length bound * 0.1^(t/steps) with
-    penalty lam * 0.1^(1 - t/steps); the bound is soft (a few samples may end slightly outside it)."""
+    penalty lam * 0.1^(1 - t/steps), ascending the uncapped margin loss as the reference does; the bound is soft
+    (no projection: the growing penalty pulls samples back toward it)."""
     with torch.no_grad():
         f_x = self_features(model, x)
     x_adv = _start(x)
