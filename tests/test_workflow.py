@@ -115,12 +115,65 @@ def test_validation_cache_skips_torch_only_for_an_unchanged_config(tmp_path):
     ({"sweep": {"kapa": [0.5]}}, "sweep.kapa"),
     ({"sweep": {"kappa": [0.5, 1.5]}}, "sweep.kappa[1]"),
     ({"evaluation": {"suite": "slow"}}, "evaluation.suite"),
+    ({"sweep": {"kappa": [0.5, 0.5]}}, "sweep.kappa"),  # a repeated value would silently merge its runs
+    ({"sweep": {"epochs": [2, "2"]}}, "sweep.epochs[1]"),  # equal once typed
+    ({"sweep": {"seed": [1, 2]}}, "sweep.seed: set by the grid"),
 ])
 def test_bad_config_is_one_line_naming_the_field(change, field):
     with pytest.raises(GridError) as err:
         Grid(grid_config(**change))
     message = str(err.value)
     assert "\n" not in message and field in message, message
+
+
+@pytest.mark.parametrize("change, key", [
+    ({"defaults": {"epochs": 4, "evaluation": {"suit": "x"}}}, "defaults.evaluation"),
+    ({"defaults": {"epochs": 4, "axes": {"seeds": [0]}}}, "defaults.axes"),
+    ({"objectives": {"pgd_linf": {"axes": {"seeds": [0]}}, "trades": {}}}, "objectives.pgd_linf.axes"),
+    ({"sweep": {"evaluation": [{"suite": "quick"}]}}, "sweep.evaluation"),
+    ({"sweep": {"axes": [{"seeds": [0]}]}}, "sweep.axes"),
+])
+def test_workflow_keys_outside_their_blocks_are_refused(change, key):
+    """`axes` (datasets.NAME only) and `evaluation` (datasets.NAME, objectives.NAME) elsewhere would do nothing."""
+    with pytest.raises(GridError) as err:
+        Grid(grid_config(**change))
+    assert str(err.value).startswith(f"config: {key}: not allowed here") and "\n" not in str(err.value), err.value
+    assert "set it in " in str(err.value)
+
+
+def test_workflow_keys_where_they_belong_are_kept():
+    grid = Grid(grid_config(datasets={"synthetic": {"train_size": 200, "axes": {"seeds": [1]}, "evaluation": {"test_size": 9}}},
+                            objectives={"pgd_linf": {"evaluation": {"suite": "full"}}, "trades": {}}))
+    assert {r.seed for r in grid.runs.values()} == {1} and grid.dataset_settings["synthetic"] == {"train_size": 200}
+    run = grid.runs["synthetic/pgd_linf/full/c=1.0/seed=1"]
+    assert grid.evaluation(run)["suite"] == "full" and grid.evaluation(run)["test_size"] == 9
+
+
+def test_command_line_lists_and_mappings_are_typed_at_any_depth():
+    """snakemake's `--config fractions=[0.3,0.5]` gives ['0.3', '0.5'] (YAML BaseLoader): strings at every depth."""
+    grid = Grid(grid_config(fractions=["0.3", "0.5"], allow_failed="false", results="007",
+                            datasets={"synthetic": {"train_size": "200", "model": "small_cnn", "axes": {"seeds": ["1"]}}},
+                            evaluation={"fgsm_eps": ["0.0", "0.1"], "test_size": "60"}))
+    assert grid.config["fractions"] == [0.3, 0.5] and grid.config["allow_failed"] is False
+    assert grid.config["evaluation"]["fgsm_eps"] == [0.0, 0.1] and grid.config["evaluation"]["test_size"] == 60
+    assert grid.axis("synthetic", "seeds") == [1] and grid.results == "007"  # a string where the schema wants one
+    assert grid.dataset_settings["synthetic"] == {"train_size": 200, "model": "small_cnn"}
+    with pytest.raises(GridError, match=r"^config: fractions\.0: '\[0\.3' is not of type 'number'$"):
+        Grid(grid_config(fractions=["[0.3"]))  # unreadable YAML: the schema's one line, no traceback
+
+
+def test_config_option_list_on_the_command_line(tmp_path):
+    proc = snakemake(tmp_path, grid_config(fractions=[0.7]), "-n", "--config", "fractions=[0.3,0.5]")
+    runs = 2 * 2 * (1 + 4 * 2)  # as grid_config(): objectives x seeds x (baseline + labels x fractions)
+    assert job_counts(proc)["train"] == runs, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name, runs, scores", [("config.yaml", 18, 1), ("benchmark.yaml", 114, 3), ("paper.yaml", 75, 0)])
+def test_shipped_grids_build_with_their_job_counts(name, runs, scores):
+    """Every grid in config/ validates; jobs = train + evaluate per run + score jobs + collect, tables, 3 figures, all."""
+    grid = Grid(yaml.safe_load((ROOT / "config" / name).read_text()))
+    assert (len(grid.runs), len(grid.score_jobs)) == (runs, scores)
+    assert 2 * runs + scores + 6 == {"config.yaml": 43, "benchmark.yaml": 237, "paper.yaml": 156}[name]
 
 
 def test_schema_error_stops_snakemake_with_one_line(tmp_path):
@@ -147,25 +200,29 @@ def test_dry_run_counts_and_one_more_axis_value(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------- aggregation
-def _run_folder(root: Path, run: str, clean: float, robust: float, seconds: float, fgsm: float) -> dict:
+def _run_folder(root: Path, run: str, clean: float, robust: float, seconds: float, fgsm: float, epochs: int = 4,
+                proxy: float | None = None) -> dict:
+    """A finished run's folder; `proxy`: the seconds of the proxy-scores file its selection read."""
     folder = root / run
     folder.mkdir(parents=True)
-    metrics = {"config": {"epochs": 4}, "final": {"clean_acc": 0.0, "robust_acc": 0.0},
+    metrics = {"config": {"epochs": epochs}, "final": {"clean_acc": 0.0, "robust_acc": 0.0},
                "resolved": {"train_samples": 100},
                "history": [{"train_samples": 100}, {"train_samples": 50}],
                "timings": {"training_epochs": seconds, "total": seconds + 1, "train_attack": seconds / 2},
-               "selections": [], "environment": {"host": "h", "device": "cpu"}}
+               "selections": [] if proxy is None else [{"epoch": 1, "proxy_seconds": proxy}],
+               "environment": {"host": "h", "device": "cpu"}}
     evaluation = {"suite": "quick", "norm": "linf", "eps": 0.1, "clean_acc": clean, "robust_acc": robust,
                   "attacks": {"pgd20_linf": {"acc": robust}}, "seconds": 1.0,
                   "curves": {"fgsm_linf": [{"eps": 0.0, "acc": clean}, {"eps": 0.1, "acc": fgsm}]},
                   "sanity": {"possible_gradient_masking": False}}
     (folder / "metrics.json").write_text(json.dumps(metrics))
     (folder / "eval.json").write_text(json.dumps(evaluation))
-    return {"dir": str(folder)}
+    return {"dir": str(folder), "scores": None if proxy is None else str(root / "scores.npz")}
 
 
 def test_aggregation_of_hand_made_records(tmp_path):
-    """Two seeds of full and craig at c=0.5, one craig seed failed: hand-computed means, stds and speed-ups."""
+    """Two seeds of full, craig and easycore (reads a 30 s proxy-scores job) at c=0.5, one craig seed failed:
+    hand-computed means, stds and speed-ups; the proxy scoring counts in easycore's total time."""
     def row(selector: str, fraction: float, seed: int) -> dict:
         return {"run": f"d/o/{selector}/{seed}", "dataset": "d", "objective": "o", "selector": selector,
                 "method": selector, "fraction": fraction, "seed": seed, "baseline": f"d/o/full/{seed}"}
@@ -175,13 +232,15 @@ def test_aggregation_of_hand_made_records(tmp_path):
                 {**row("craig", 0.5, 0), **_run_folder(tmp_path, "c0", 78.0, 37.0, 60.0, 47.0)},
                 {**row("craig", 0.5, 1), **_run_folder(tmp_path, "c1", 79.0, 41.0, 60.0, 49.0)},
                 {**row("craig", 0.5, 2), "dir": str(tmp_path / "c2")},
-                {**row("full", 1.0, 2), "dir": str(tmp_path / "f2")}]
+                {**row("full", 1.0, 2), "dir": str(tmp_path / "f2")},
+                {**row("easycore", 0.5, 0), **_run_folder(tmp_path, "e0", 77.0, 36.0, 30.0, 46.0, proxy=30.0)},
+                {**row("easycore", 0.5, 1), **_run_folder(tmp_path, "e1", 79.0, 40.0, 30.0, 48.0, proxy=30.0)}]
     (tmp_path / "c2").mkdir()
     (tmp_path / "c2" / "failed.json").write_text(json.dumps({"stage": "train", "log": "logs/c2.log", "error": "boom"}))
     records, curves = aggregate.collect(manifest)
-    assert list(records["status"]) == ["complete"] * 4 + ["failed", "missing"]
+    assert list(records["status"]) == ["complete"] * 4 + ["failed", "missing"] + ["complete"] * 2
     assert records.loc[4, "log"] == "logs/c2.log" and records.loc[0, "acc_fgsm_linf_sweep"] == 50.0
-    assert records.loc[0, "epoch_equivalents"] == 1.5 and len(curves) == 8
+    assert records.loc[0, "epoch_equivalents"] == 1.5 and len(curves) == 12
 
     numeric, shown = aggregate.table1(records, [])
     full, craig = numeric.iloc[0], numeric.iloc[1]
@@ -192,16 +251,25 @@ def test_aggregation_of_hand_made_records(tmp_path):
     assert craig["d_robust_mean"] == pytest.approx(((37 - 40) + (41 - 44)) / 2)
     assert craig["speedup_mean"] == pytest.approx(2.5) and craig["speedup_std"] == pytest.approx(math.sqrt(0.5))
     assert craig["time_min_mean"] == pytest.approx(1.0) and full["time_min_mean"] == pytest.approx(2.5)
-    assert full["speedup_mean"] == pytest.approx(1.0)
-    assert list(shown.iloc[1][["ACC (%)", "RACC (%)", "speed-up", "runs"]]) == [
-        "78.50 ± 0.71 (-2.50)", "39.00 ± 2.83 (-3.00)", "2.50 ± 0.71", "2/3 (1 failed)"]
+    assert full["speedup_mean"] == pytest.approx(1.0) and pd.isna(craig["proxy_min_mean"])
+    assert list(shown.iloc[1][["ACC (%)", "RACC (%)", "proxy scores (min)", "total time (min)", "speed-up", "runs"]]) == [
+        "78.50 ± 0.71 (-2.50)", "39.00 ± 2.83 (-3.00)", "-", "1.00 ± 0.00 (-1.50)", "2.50 ± 0.71", "2/3 (1 failed)"]
     assert shown.iloc[0]["ACC (%)"] == "81.00 ± 1.41"
+    # easycore: 30 s training + 30 s proxy scoring = 1 min total; speed-up 120/60 and 180/60 (training alone: 4 and 6)
+    easycore = numeric.iloc[2]
+    assert easycore["proxy_min_mean"] == pytest.approx(0.5) and easycore["time_min_mean"] == pytest.approx(1.0)
+    assert easycore["speedup_mean"] == pytest.approx(2.5) and easycore["d_time_min_mean"] == pytest.approx(-1.5)
+    assert list(shown.iloc[2][["proxy scores (min)", "total time (min)", "speed-up"]]) == [
+        "0.50 ± 0.00", "1.00 ± 0.00 (-1.50)", "2.50 ± 0.71"]
 
     numeric, shown = aggregate.method_fraction(records, [])
     assert list(shown.columns[3:]) == ["clean c=1", "FGSM c=1", "PGD-20 c=1", "clean c=0.5", "FGSM c=0.5", "PGD-20 c=0.5"]
     assert numeric.loc[1, "acc_fgsm_linf_sweep@0.5_mean"] == pytest.approx(48.0)
     numeric, shown = aggregate.timing(records, [])
     assert numeric.loc[1, "t_train_attack_mean"] == pytest.approx(30.0)
+    assert list(shown.iloc[2][["training total (s)", "proxy scores job (s)", "total: training + proxy (s)"]]) == [
+        "30.0", "30.0", "60.0"]
+    assert list(shown["proxy scores job (s)"]) == ["-", "-", "30.0"]
 
     rel = aggregate.with_baseline(records).loc[2, "rel_robust_error"]  # (63 - 60) / 60
     assert rel == pytest.approx(5.0)
@@ -224,6 +292,24 @@ def test_tables_carry_every_swept_axis():
     numeric, shown = aggregate.table1(records, ["kappa"])
     assert list(numeric["speedup_mean"]) == pytest.approx([1.0, 1 / 0.3, 2.0])
     assert list(shown["ACC (%)"]) == ["80.00", "73.00 (-7.00)", "75.00 (-5.00)"]
+
+
+def test_a_swept_axis_is_never_overwritten_by_a_run_metric(tmp_path):
+    """Swept epochs + compute-matched runs: a matched run trains fewer epochs than its sweep point, and its records
+    and table rows keep the sweep value (the run's own count is `run_epochs`)."""
+    grid = Grid(grid_config(objectives={"pgd_linf": {}}, seeds=[0], selectors={"matched": {"selector": "compute_matched"}},
+                            sweep={"epochs": [4, 6]}))
+    manifest = []
+    for row in grid.manifest():
+        epochs = grid.train_settings(grid.runs[row["run"]])["epochs"]
+        manifest.append({**row, **_run_folder(tmp_path, row["run"], 70.0, 30.0, 10.0 * epochs, 35.0, epochs=epochs)})
+    records, _ = aggregate.collect(manifest)
+    matched = records[records["selector"] == "matched"]
+    assert list(matched["epochs"]) == ["4", "4", "6", "6"] and list(matched["run_epochs"]) == [2, 2, 2, 4]
+    assert list(records["run_device"]) == ["cpu"] * 6
+    numeric, shown = aggregate.table1(records, ["epochs"])
+    assert list(shown["epochs"]) == ["4", "4", "4", "6", "6", "6"] and list(numeric["runs"]) == [1] * 6
+    assert list(numeric["speedup_mean"]) == pytest.approx([1.0, 4 / 2, 4 / 2, 1.0, 6 / 2, 6 / 4])
 
 
 def test_figures_with_and_without_finished_runs(tmp_path):

@@ -1,13 +1,17 @@
 """Run folders -> records (one row per run: every axis value, status, accuracies, timings) -> the benchmark tables.
 
 Tables (each as numeric CSV and formatted Markdown / LaTeX):
-- table1: ACC, RACC, training time and speed-up over the full-data baseline, mean +- std over seeds (sample std,
-  ddof=1), the mean paired difference from the baseline of the same seed in parentheses;
+- table1: ACC, RACC, proxy-scores time, total time and speed-up over the full-data baseline, mean +- std over seeds
+  (sample std, ddof=1), the mean paired difference from the baseline of the same seed in parentheses;
 - method_fraction: clean and per-attack accuracy of each method at each coreset fraction;
 - timing: where the time goes (training step, training attacks, selection and its parts, validation, the in-run
-  test evaluation, the evaluation suite, the shared proxy-scores job a run read), mean seconds over seeds.
-Speed-up = baseline training time / run training time, per seed; training time = metrics.json `timings.training_epochs`
-(every epoch with its selections and validation, without the final test evaluation).
+  test evaluation, the evaluation suite, the shared proxy-scores job a run read, the total), mean seconds over seeds.
+Speed-up = baseline total time / run total time, per seed; total time = training time + the seconds of the proxy-scores
+job the run read (score-based selectors: its own recorded `seconds`, which the run's selections carry as
+`proxy_seconds`; the job is shared, but every such run needs it); training time = metrics.json
+`timings.training_epochs` (every epoch with its selections and validation, without the final test evaluation).
+Metric columns never replace a manifest column: a run's own epoch count and device are `run_epochs` / `run_device`,
+since `epochs` or `device` may be a swept axis (a compute-matched run trains fewer epochs than its sweep point's).
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ TIMING_COLUMNS = {  # record column -> timing table header
     "t_selection_gradients": "sel. gradients (s)", "t_selection_solver": "sel. solver (s)",
     "t_selection_proxy": "sel. in-run proxy (s)", "t_validation": "validation (s)",
     "t_evaluation": "in-run test eval (s)", "time_train": "training total (s)", "eval_seconds": "eval suite (s)",
-    "proxy_seconds": "proxy scores job (s)",
+    "time_proxy": "proxy scores job (s)", "time_run": "total: training + proxy (s)",
 }
 
 
@@ -63,7 +67,7 @@ def record(row: dict[str, Any], metrics: dict[str, Any] | None, evaluation: dict
         history = metrics.get("history", [])
         selections = metrics.get("selections", [])
         n_train = metrics.get("resolved", {}).get("train_samples") or float("nan")
-        out.update(epochs=metrics["config"]["epochs"], clean_acc=metrics["final"]["clean_acc"],
+        out.update(run_epochs=metrics["config"]["epochs"], clean_acc=metrics["final"]["clean_acc"],
                    robust_acc=metrics["final"]["robust_acc"], time_train=timings.get("training_epochs"),
                    time_total=timings.get("total"),
                    epoch_equivalents=sum(h.get("train_samples", 0) for h in history) / n_train,
@@ -74,7 +78,7 @@ def record(row: dict[str, Any], metrics: dict[str, Any] | None, evaluation: dict
             if values:
                 out[key] = sum(values) / len(values)
         env = metrics.get("environment", {})
-        out.update({k: env.get(k) for k in ("host", "device", "gpu", "slurm_job_id")})
+        out.update({k: env.get(k) for k in ("host", "gpu", "slurm_job_id")}, run_device=env.get("device"))
     if evaluation:
         out.update(clean_acc=evaluation["clean_acc"], robust_acc=evaluation["robust_acc"], suite=evaluation.get("suite"),
                    eval_seconds=evaluation.get("seconds"), test_samples=evaluation.get("test_samples"),
@@ -110,18 +114,22 @@ def collect(manifest: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame]
 
 # ---------------------------------------------------------------------------------------------------- summaries
 def with_baseline(records: pd.DataFrame) -> pd.DataFrame:
-    """Add each run's paired comparison with its full-data baseline (same data set, objective, seed, sweep point):
-    speed-up, differences in ACC / RACC / time, and the relative robust error in % (robust error = 100 - RACC)."""
-    df = _ensure(records, ["clean_acc", "robust_acc", "time_train"])
+    """Add each run's total time (training + `time_proxy`, the seconds of the proxy-scores job it read, if any) and its
+    paired comparison with its full-data baseline (same data set, objective, seed, sweep point): speed-up, differences
+    in ACC / RACC / total time, and the relative robust error in % (robust error = 100 - RACC)."""
+    df = _ensure(records, ["clean_acc", "robust_acc", "time_train", "proxy_seconds", "scores"])
+    reads_scores = df["scores"].notna()
+    df["time_proxy"] = df["proxy_seconds"].where(reads_scores)
+    df["time_run"] = df["time_train"] + df["time_proxy"].where(reads_scores, 0.0)
     base = df.set_index("run")
 
     def lookup(column: str) -> pd.Series:
         return df["baseline"].map(base[column])
 
-    df["speedup"] = lookup("time_train") / df["time_train"]
+    df["speedup"] = lookup("time_run") / df["time_run"]
     df["d_clean"] = df["clean_acc"] - lookup("clean_acc")
     df["d_robust"] = df["robust_acc"] - lookup("robust_acc")
-    df["d_time"] = df["time_train"] - lookup("time_train")
+    df["d_time"] = df["time_run"] - lookup("time_run")
     base_error = 100.0 - lookup("robust_acc")
     df["rel_robust_error"] = 100.0 * ((100.0 - df["robust_acc"]) - base_error) / base_error
     return df
@@ -193,17 +201,20 @@ def _runs(t: pd.DataFrame) -> pd.Series:
 
 
 def table1(records: pd.DataFrame, axes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(numeric, formatted) Table-1: ACC, RACC, training time (min), speed-up; mean ± std (difference from full)."""
-    t = summarise(records, axes, ["clean_acc", "d_clean", "robust_acc", "d_robust", "time_train", "d_time", "speedup"])
-    for col in [c for c in t if c.startswith(("time_train_", "d_time_"))]:
-        t[col] = t[col] / 60.0
-    t = t.rename(columns=lambda c: c.replace("time_train", "time_min").replace("d_time", "d_time_min"))
+    """(numeric, formatted) Table-1: ACC, RACC, proxy scores and total time (min), speed-up; mean ± std (difference
+    from full). The proxy-scores time is part of the total and also shown alone, so a score-based selector's cost shows."""
+    minutes = {"time_proxy": "proxy_min", "time_run": "time_min", "d_time": "d_time_min"}
+    t = summarise(records, axes, ["clean_acc", "d_clean", "robust_acc", "d_robust", *minutes, "speedup"])
+    seconds = [f"{c}_{stat}" for c in minutes for stat in ("mean", "std")]
+    t[seconds] = t[seconds] / 60.0
+    t = t.rename(columns={f"{c}_{stat}": f"{m}_{stat}" for c, m in minutes.items() for stat in ("mean", "std")})
     base = t["selector"] == BASELINE  # no difference from itself
     t.loc[base, ["d_clean_mean", "d_robust_mean", "d_time_min_mean"]] = float("nan")
     shown = _row_labels(t, KEYS + axes)
     no_diff = pd.Series(float("nan"), index=t.index)
     for header, column, diff in (("ACC (%)", "clean_acc", "d_clean"), ("RACC (%)", "robust_acc", "d_robust"),
-                                 ("time (min)", "time_min", "d_time_min"), ("speed-up", "speedup", None)):
+                                 ("proxy scores (min)", "proxy_min", None), ("total time (min)", "time_min", "d_time_min"),
+                                 ("speed-up", "speedup", None)):
         diffs = t[f"{diff}_mean"] if diff else no_diff
         shown[header] = [_pm(m, s, 2) + _diff(d, 2) for m, s, d in zip(t[f"{column}_mean"], t[f"{column}_std"], diffs)]
     shown["runs"] = _runs(t)
@@ -230,9 +241,10 @@ def method_fraction(records: pd.DataFrame, axes: list[str]) -> tuple[pd.DataFram
 
 
 def timing(records: pd.DataFrame, axes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(numeric, formatted) mean seconds per phase; phases no run recorded are left out."""
-    present = [c for c in TIMING_COLUMNS if c in records and records[c].notna().any()]
-    t = summarise(records, axes, present)
+    """(numeric, formatted) mean seconds per phase and the total; phases no run recorded are left out."""
+    df = with_baseline(records)
+    present = [c for c in TIMING_COLUMNS if c in df and df[c].notna().any()]
+    t = summarise(df, axes, present)
     shown = _row_labels(t, KEYS + axes)
     for c in present:
         shown[TIMING_COLUMNS[c]] = [_pm(m, float("nan"), 1) for m in t[f"{c}_mean"]]

@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import jsonschema
 import yaml
@@ -43,6 +43,9 @@ IGNORED = {
 SCORE_KEYS = ("dataset", "data_dir", "download", "train_size", "val_size", "test_size", "data_seed", "augment", "model",
               "lr", "batch_size", "momentum", "weight_decay", "device", "eval_batch_size", *PROXY_KEYS)
 ATTACK_KEYS = ("eps", "alpha", "attack_steps", "beta")
+# the workflow's own keys of a settings block -> where they belong (only there are they not run settings)
+WORKFLOW_KEYS = {"axes": "datasets.NAME.axes (or the top-level objectives, selectors, fractions, seeds)",
+                 "evaluation": "the top-level evaluation, datasets.NAME.evaluation or objectives.NAME.evaluation"}
 
 
 class GridError(ValueError):
@@ -140,18 +143,44 @@ def _schema_error(err: jsonschema.ValidationError) -> str:
     return f"{where or '(top level)'}: {err.message}"
 
 
+def _typed(value: Any, schema: dict[str, Any], root: dict[str, Any]) -> Any:
+    """`value` with every string the schema types otherwise read as YAML, at any depth: snakemake's
+    `--config fractions=[0.3,0.5]` gives ['0.3', '0.5'] (an unreadable string is left for the schema to report)."""
+    while "$ref" in schema:
+        schema = root["$defs"][schema["$ref"].rsplit("/", 1)[1]]
+    if isinstance(value, str) and schema.get("type", "string") != "string":
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+    if isinstance(value, dict):
+        extra = schema.get("additionalProperties")
+        fallback = extra if isinstance(extra, dict) else {}
+        return {k: _typed(v, schema.get("properties", {}).get(k, fallback), root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_typed(v, schema.get("items", {}), root) for v in value]
+    return value
+
+
 def validate_schema(config: dict[str, Any]) -> dict[str, Any]:
     """A copy of `config`, checked against the schema and completed with its defaults; raises GridError."""
     schema = yaml.safe_load(SCHEMA.read_text())
-    config = copy.deepcopy(config)
-    for key, value in config.items():  # `--config allow_failed=true` arrives as a string
-        if isinstance(value, str) and schema["properties"].get(key, {}).get("type", "string") != "string":
-            config[key] = yaml.safe_load(value)
+    config = _typed(copy.deepcopy(config), schema, schema)
     cls = _with_defaults(jsonschema.validators.validator_for(schema))
     error = jsonschema.exceptions.best_match(cls(schema).iter_errors(config))
     if error is not None:
         raise GridError(f"config: {_schema_error(error)}")
     return config
+
+
+def _check_keys(where: str, keys: Iterable[str], own: tuple[str, ...] = ()) -> None:
+    """Refuse the keys of a settings block that are no run settings there: the grid's own, and workflow keys (axes,
+    evaluation) outside the blocks `own` allows them in, which would otherwise be ignored without a word."""
+    for key in keys:
+        if key in GRID_KEYS:
+            raise GridError(f"config: {where}.{key}: set by the grid for every run; use the workflow's axes instead")
+        if key in WORKFLOW_KEYS and key not in own:
+            raise GridError(f"config: {where}.{key}: not allowed here (it would be ignored); set it in {WORKFLOW_KEYS[key]}")
 
 
 class Grid:
@@ -162,26 +191,32 @@ class Grid:
         acs_core source tree, so that repeated parses (dry runs, cluster jobs) need not import torch."""
         self.config = validate_schema(config)
         self.results = self.config["results"].rstrip("/")
-        self.selectors = self._checked_selectors(cache)
         self.defaults = self._settings("defaults", self.config["defaults"])
-        self.dataset_settings = {d: self._settings(f"datasets.{d}", s) for d, s in self.config["datasets"].items()}
-        self.objective_settings = {o: self._settings(f"objectives.{o}", s) for o, s in self.config["objectives"].items()}
+        self.dataset_settings = {d: self._settings(f"datasets.{d}", s, ("axes", "evaluation"))
+                                 for d, s in self.config["datasets"].items()}
+        self.objective_settings = {o: self._settings(f"objectives.{o}", s, ("evaluation",))
+                                   for o, s in self.config["objectives"].items()}
+        _check_keys("sweep", self.config["sweep"])
         self.sweep = {key: [self._settings(f"sweep.{key}[{i}]", {key: v})[key] for i, v in enumerate(values)]
                       for key, values in self.config["sweep"].items()}
         for key, values in self.sweep.items():
-            for value in values:
-                if "/" in fmt(value) or not fmt(value):
-                    raise GridError(f"config: sweep.{key}: value {value!r} cannot name a folder; use a value without '/'")
+            names = [fmt(value) for value in values]
+            for i, name in enumerate(names):
+                if "/" in name or not name:
+                    raise GridError(f"config: sweep.{key}: value {values[i]!r} cannot name a folder; use a value without '/'")
+                if name in names[:i]:
+                    raise GridError(f"config: sweep.{key}[{i}]: {values[i]!r} repeats sweep.{key}[{names.index(name)}]; "
+                                    "list each value once")
+        self.selectors = self._checked_selectors(cache)
 
     # ---------------------------------------------------------------- validation
-    def _settings(self, where: str, block: dict[str, Any]) -> dict[str, Any]:
-        """A block of run settings, checked and typed by acs_core's RunConfig (the `axes`/`evaluation` keys aside)."""
+    def _settings(self, where: str, block: dict[str, Any], own: tuple[str, ...] = ()) -> dict[str, Any]:
+        """A block of run settings, checked and typed by acs_core's RunConfig, besides the workflow keys `own` that
+        this block may hold (datasets.NAME: axes, evaluation; objectives.NAME: evaluation)."""
         from acs_core.config import ConfigError, RunConfig
 
-        block = {k: v for k, v in block.items() if k not in ("axes", "evaluation")}
-        for key in block:
-            if key in GRID_KEYS:
-                raise GridError(f"config: {where}.{key}: set by the grid for every run; use the workflow's axes instead")
+        _check_keys(where, block, own)
+        block = {k: v for k, v in block.items() if k not in own}
         try:
             typed = RunConfig.from_dict(block)
         except ConfigError as err:

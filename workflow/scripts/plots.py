@@ -2,7 +2,8 @@
 - robust_error_vs_speedup: relative robust error vs speed-up over full training, one line per selector across
   coreset fractions (the ACS paper's Fig. 3); relative robust error = 100 * (E - E_full) / E_full, E = 100 - RACC;
 - robust_acc_vs_eps: accuracy vs attack eps from eval.json's curves (the FGSM sweep, PGD curves when present);
-- pareto: robust accuracy vs training time, the Pareto front (no other point is both faster and more robust) drawn.
+- pareto: robust accuracy vs total time (training + the proxy-scores job a run read), the Pareto front (no other
+  point is both faster and more robust) drawn.
 """
 from __future__ import annotations
 
@@ -99,11 +100,11 @@ def robust_acc_vs_eps(records: pd.DataFrame, curves: pd.DataFrame, axes: list[st
 
 
 def pareto(records: pd.DataFrame, curves: pd.DataFrame, axes: list[str]) -> Figure:
-    t = summarise(records, axes, ["time_train", "robust_acc"])
-    t = t[t["time_train_mean"].notna()]
+    t = summarise(records, axes, ["time_run", "robust_acc"])
+    t = t[t["time_run_mean"].notna()]
     if t.empty:
         return _empty("no finished run")
-    t = t.assign(label=t.apply(_label, axis=1, axes=axes), minutes=t["time_train_mean"] / 60.0)
+    t = t.assign(label=t.apply(_label, axis=1, axes=axes), minutes=t["time_run_mean"] / 60.0)
     colours = _colours(records, axes)
     panels = list(dict.fromkeys(zip(t["dataset"], t["objective"])))
     fig, axs = _panels(len(panels))
@@ -115,7 +116,7 @@ def pareto(records: pd.DataFrame, curves: pd.DataFrame, axes: list[str]) -> Figu
             ax.scatter(p["minutes"], p["robust_acc_mean"], color=colours[p["label"]], label=p["label"], zorder=3)
             ax.annotate(f"c={p['fraction']:g}", (p["minutes"], p["robust_acc_mean"]), fontsize=7,
                         textcoords="offset points", xytext=(4, 4))
-        ax.set(title=f"{d} / {o}", xlabel="training time (min)", ylabel="robust accuracy (%)")
+        ax.set(title=f"{d} / {o}", xlabel="total time (min), proxy scores included", ylabel="robust accuracy (%)")
     return _finish(fig, axs)
 
 
