@@ -1,8 +1,9 @@
 """A thin adapter around the reference AutoAttack (PyPI `pyautoattack`): explicit device, fixed seed, our norm names.
 
 pyautoattack's defaults are unsafe for us: its device is the CPU whatever the model's, and without a seed each attack
-reseeds from the clock. Both are always passed here. The package is imported on first use so that the rest of
-acs_core works without it (a missing package is a one-line error).
+reseeds from the clock. Both are always passed here. The package is imported only where AutoAttack is used (a suite
+with AutoAttack checks it when it is built), so that the rest of acs_core works without it; a missing package is a
+one-line error.
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ AA_ITERATIONS = 100  # APGD / FAB iterations of every AutoAttack version (for th
 LOGGER = "auto-attack"  # the logger pyautoattack reports its checks on
 
 
-def _import_autoattack() -> Any:
+def import_autoattack() -> Any:
+    """pyautoattack's AutoAttack class, or a one-line ModuleNotFoundError saying how to install it."""
     try:
         from pyautoattack import AutoAttack
     except ImportError:
@@ -27,11 +29,12 @@ def _import_autoattack() -> Any:
 
 
 def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, seed: int,
-               batch_size: int, version: str = "standard", attacks: tuple[str, ...] = ()) -> torch.Tensor:
-    """AutoAttack's adversarial inputs for (x, y) (misclassified or robust points are returned unchanged), on the
-    model's own device; `attacks` lists the components of version='custom' (e.g. ("apgd-ce", "square"))."""
-    AutoAttack = _import_autoattack()
-    device = next(model.parameters()).device
+               batch_size: int, device: torch.device, version: str = "standard",
+               attacks: tuple[str, ...] = ()) -> torch.Tensor:
+    """AutoAttack's adversarial inputs for (x, y) (misclassified or robust points are returned unchanged), run on
+    `device` (the caller's: a model need not have parameters to tell it); `attacks` lists the components of
+    version='custom' (e.g. ("apgd-ce", "square"))."""
+    AutoAttack = import_autoattack()
     adversary = AutoAttack(model, norm=NORMS[norm], eps=eps, version=version, seed=seed, device=device,
                            attacks=list(attacks) if version == "custom" else None)
     x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=batch_size)

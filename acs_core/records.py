@@ -75,8 +75,11 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[C
         raise RunFolderError(f"{run_dir}: no {METRICS}; is this a finished run folder?")
     try:
         saved = torch.load(run_dir / MODEL, map_location="cpu", weights_only=True)
+        if not isinstance(saved, dict) or not {"spec", "state_dict"} <= saved.keys():
+            raise TypeError("not a dict with 'spec' and 'state_dict'")
         model = build_model(**saved["spec"])
         model.load_state_dict(saved["state_dict"])
-    except (OSError, RuntimeError, KeyError, EOFError, ValueError) as err:
+    # a file that loads but has the wrong shape (another object, a spec with other keys) is corrupt too
+    except (OSError, RuntimeError, KeyError, EOFError, ValueError, TypeError, AttributeError, IndexError) as err:
         raise RunFolderError(f"{run_dir / MODEL}: missing or corrupt checkpoint ({err.__class__.__name__}); rerun the training") from None
     return model.to(device).eval(), record

@@ -14,7 +14,7 @@ from typing import Callable
 
 from . import attacks, perceptual
 from .attacks import Attack
-from .autoattack import autoattack
+from .autoattack import autoattack, import_autoattack
 from .config import ConfigError
 from .registry import Registry
 
@@ -99,9 +99,11 @@ def _pgd(spec: AttackSpec, norm: str, eps: float, seed: int, batch_size: int) ->
 
 
 def _autoattack(spec: AttackSpec, norm: str, eps: float, seed: int, batch_size: int) -> Attack:
+    """AutoAttack on the device of the batches it is given; pyautoattack is checked here, when the suite is built, so
+    that a missing package fails before any attack runs."""
     _lp_only("autoattack", norm)
-    return partial(autoattack, eps=eps, norm=norm, seed=seed, batch_size=batch_size, version=spec.version,
-                   attacks=spec.components)
+    import_autoattack()
+    return lambda model, x, y: autoattack(model, x, y, eps, norm, seed, batch_size, x.device, spec.version, spec.components)
 
 
 def _ppgd(spec: AttackSpec, norm: str, eps: float, seed: int, batch_size: int) -> Attack:

@@ -1,24 +1,24 @@
 """The evaluation suite: attacks equal torchattacks with the same start, curves fall with eps, AutoAttack agrees with
-PGD, a gradient-masked model is flagged and a normal one is not, eval.json is complete, and bad input is one line."""
+PGD, a gradient-masked model is flagged and a normal one is not (tolerances at least one sample, compared exactly),
+accuracies are exact, evaluation is fp32, eval.json is complete, and bad input is one line. Only the tests that need
+torchattacks or pyautoattack skip without them."""
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
 import torch.nn as nn
 
-from acs_core import attacks
+from acs_core import attacks, evaluate
 from acs_core.cli import main
 from acs_core.config import RunConfig
 from acs_core.data import Split, load_synthetic
-from acs_core.evaluate import EVAL_FILE, evaluate_model, evaluate_run, parse_eps_list, sanity_checks
+from acs_core.evaluate import EVAL_FILE, accuracy, evaluate_model, evaluate_run, parse_eps_list, sanity_checks
 from acs_core.records import METRICS, MODEL
 from acs_core.suites import SUITES, AttackSpec, Suite
 from acs_core.train import run
-
-torchattacks = pytest.importorskip("torchattacks")
-pytest.importorskip("pyautoattack")
 
 CPU = torch.device("cpu")
 EPS = {"linf": 0.1, "l2": 1.0}  # the synthetic data set's defaults
@@ -54,12 +54,38 @@ class Rounded(nn.Module):
         return self.model(torch.round(x * 15) / 15)
 
 
+class Fixed(nn.Module):
+    """A classifier without parameters: fixed random logit weights (a buffer) on the flattened 1x16x16 image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.randn(256, 10, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) @ self.weight
+
+
+class TF32Probe(Fixed):
+    """Records the TF32 settings at every forward pass; raises after the first one if `fail`."""
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__()
+        self.fail, self.seen = fail, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+        if self.fail:
+            raise RuntimeError("boom")
+        return super().forward(x)
+
+
 # ---------------------------------------------------------------- attacks
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_early_stop_pgd_is_torchattacks_pgd_until_a_sample_is_fooled(trained_model, tiny_model, norm):
     """l_2 runs on the untrained model: torchattacks normalises the gradient of the batch-MEAN loss plus 1e-10, which
     shortens its steps on the trained model's confident samples (gradient norms near N * 1e-10); we use the sum."""
+    torchattacks = pytest.importorskip("torchattacks")
     if norm == "linf":
         model, x, y = trained_model
         x, y, eps = x[:64], y[:64], 0.1
@@ -106,6 +132,7 @@ def test_restarts_update_only_still_correct_samples(trained_model):
 
 def test_suite_attacks_and_fgsm_sweep_equal_torchattacks(model_and_test):
     """quick's PGD-20 (random start) and the FGSM sweep give torchattacks' accuracies with the same seed and batches."""
+    torchattacks = pytest.importorskip("torchattacks")
     model, test = model_and_test
     sweep = [0.0, 0.05, 0.1]
     res = evaluate_model(model, test, SUITES.get("quick"), "linf", 0.1, EPS, CPU, 50, seed=7, fgsm_eps=sweep, quiet=True)
@@ -116,7 +143,7 @@ def test_suite_attacks_and_fgsm_sweep_equal_torchattacks(model_and_test):
         for rows in torch.arange(len(test)).split(50):
             x, y = test.batch(rows, CPU)
             correct.append(model(attack(x, y)).argmax(1) == y)
-        return 100.0 * torch.cat(correct).float().mean().item()
+        return 100.0 * int(torch.cat(correct).sum()) / len(test)
 
     assert res["attacks"]["pgd20_linf"]["acc"] == ref_acc(torchattacks.PGD(model, eps=0.1, alpha=0.025, steps=20))
     assert [p["eps"] for p in res["curves"]["fgsm_linf"]] == sweep
@@ -137,6 +164,7 @@ def test_curves_fall_with_eps_on_a_trained_model(model_and_test):
 
 
 def test_autoattack_agrees_with_pgd(model_and_test):
+    pytest.importorskip("pyautoattack")
     model, test = model_and_test
     suite = Suite((AttackSpec("pgd", steps=20), AttackSpec("autoattack", version="custom", components=("apgd-ce",))))
     res = evaluate_model(model, test.subset(torch.arange(40)), suite, "linf", 0.1, EPS, CPU, 40, seed=0, quiet=True)
@@ -146,7 +174,17 @@ def test_autoattack_agrees_with_pgd(model_and_test):
     assert res["robust_acc"] <= min(pgd, aa)
 
 
+def test_autoattack_runs_on_a_model_without_parameters(model_and_test):
+    """The device comes from the caller, not from next(model.parameters()) (StopIteration here)."""
+    pytest.importorskip("pyautoattack")
+    _, test = model_and_test
+    suite = Suite((AttackSpec("autoattack", version="custom", components=("apgd-ce",)),))
+    res = evaluate_model(Fixed(), test.subset(torch.arange(10)), suite, "linf", 0.1, EPS, CPU, 10, seed=0, quiet=True)
+    assert res["attacks"]["autoattack_custom_apgd-ce"]["acc"] <= res["clean_acc"]
+
+
 def test_gradient_masked_model_is_flagged_and_the_normal_one_is_not(model_and_test):
+    pytest.importorskip("pyautoattack")
     model, test = model_and_test
     test = test.subset(torch.arange(16))  # at eps 0.25 the model is not robust, so Square succeeds in few queries
     masked = evaluate_model(Rounded(model), test, AA_SQUARE, "linf", 0.25, EPS, CPU, 16, seed=0, quiet=True)
@@ -184,6 +222,68 @@ def test_sanity_checks_flag_each_violation():
     assert not sanity_checks(90, other_threat, curve, 1000, [])["possible_gradient_masking"]  # never compared across threats
 
 
+def _failed(clean_count: int, counts: dict[str, tuple[str, int, int, int]], curve_counts: list[int], n: int) -> set[str]:
+    """The names of the failed sanity checks for accuracies given as counts of n samples (kind, count, steps, restarts)."""
+    pct = lambda k: 100.0 * k / n  # noqa: E731  (as evaluate_model computes them)
+    attacks_ = {name: {"kind": kind, "acc": pct(k), "steps": steps, "restarts": restarts, "norm": "linf", "eps": 0.1}
+                for name, (kind, k, steps, restarts) in counts.items()}
+    curve = {"pgd_linf": [{"eps": 0.1 * i, "acc": pct(k)} for i, k in enumerate(curve_counts)]}
+    return {c["name"] for c in sanity_checks(pct(clean_count), attacks_, curve, n, [])["checks"] if not c["ok"]}
+
+
+def test_sanity_tolerances_are_one_sample_on_small_test_sets_and_exact():
+    """Each tolerance is at least one sample, also for the PGD and AutoAttack gaps, and exactly one sample passes
+    (at n = 7 the float test 100*3/7 >= 100*4/7 - 100/7 fails); two samples beyond the tolerance still fail."""
+    # n = 7: FGSM one sample above clean, and a curve rising by one sample, are within the tolerance
+    assert _failed(3, {"fgsm_linf": ("fgsm", 4, 1, 1)}, [4, 3, 4], 7) == set()
+    assert _failed(3, {"fgsm_linf": ("fgsm", 5, 1, 1)}, [4, 3, 5], 7) == {"clean >= fgsm_linf", "pgd_linf non-increasing in eps"}
+    # n = 30: one sample is 3.33 points > PGD_GAP_TOL
+    pgd = lambda k: {"pgd20_linf": ("pgd", 15, 20, 1), "pgd50x10_linf": ("pgd", k, 50, 10)}  # noqa: E731
+    assert _failed(20, pgd(14), [], 30) == set()
+    assert _failed(20, pgd(13), [], 30) == {"pgd50x10_linf ~ pgd20_linf"}
+    # n = 5: one sample is 20 points > AA_GAP_TOL
+    aa = lambda k: {"pgd20_linf": ("pgd", 3, 20, 1), "autoattack_standard": ("autoattack", k, 1, 1)}  # noqa: E731
+    assert _failed(4, aa(2), [], 5) == set()
+    assert _failed(4, aa(1), [], 5) == {"autoattack_standard ~ pgd20_linf"}
+    # n = 300: a tolerance of exactly 1.0 / 3.0 / 10.0 points (3 / 9 / 30 samples) passes, one sample more does not
+    assert _failed(150, {"fgsm_linf": ("fgsm", 153, 1, 1)}, [], 300) == set()
+    assert _failed(150, {"fgsm_linf": ("fgsm", 154, 1, 1)}, [], 300) == {"clean >= fgsm_linf"}
+    assert _failed(200, {"pgd20_linf": ("pgd", 100, 20, 1), "pgd50x10_linf": ("pgd", 91, 50, 10)}, [], 300) == set()
+    assert _failed(200, {"pgd20_linf": ("pgd", 100, 20, 1), "pgd50x10_linf": ("pgd", 90, 50, 10)}, [], 300) == {
+        "pgd50x10_linf ~ pgd20_linf"}
+    assert _failed(200, {"pgd20_linf": ("pgd", 100, 20, 1), "autoattack_standard": ("autoattack", 70, 1, 1)}, [], 300) == set()
+
+
+# ---------------------------------------------------------------- exact, fp32 evaluation
+
+def test_accuracies_are_exact_percentages():
+    """3 of 10 correct is 30.0, not float32's 30.000001192092896."""
+    test = Split(torch.zeros(10, 1, 16, 16, dtype=torch.uint8), torch.tensor([0, 0, 0] + [1] * 7))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(256, 10))
+    nn.init.zeros_(model[1].weight)
+    with torch.no_grad():
+        model[1].bias.copy_(torch.arange(10, 0, -1.0))  # always class 0
+    assert accuracy(model, test, CPU, 4) == 30.0
+    res = evaluate_model(model, test, Suite(()), "linf", 0.1, EPS, CPU, 4, seed=0, quiet=True)
+    assert res["clean_acc"] == res["robust_acc"] == 30.0 and json.dumps(res["clean_acc"]) == "30.0"
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_evaluation_runs_without_tf32_and_restores_the_settings(model_and_test, monkeypatch, fail):
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    probe = TF32Probe(fail)
+    _, test = model_and_test
+    suite = Suite((AttackSpec("fgsm"),))
+    if fail:
+        with pytest.raises(RuntimeError, match="boom"):
+            evaluate_model(probe, test.subset(torch.arange(8)), suite, "linf", 0.1, EPS, CPU, 4, seed=0, quiet=True)
+    else:
+        evaluate_model(probe, test.subset(torch.arange(8)), suite, "linf", 0.1, EPS, CPU, 4, seed=0, quiet=True)
+    assert probe.seen and set(probe.seen) == {(False, False)}  # every pass, clean and attacked, in full fp32
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (True, True)
+
+
 # ---------------------------------------------------------------- run folders and the CLI
 
 def test_evaluate_run_writes_eval_json_and_reproduces_metrics(run_dir):
@@ -212,7 +312,8 @@ def test_paper_suite_on_a_subset(run_dir, tmp_path):
     assert not (run_dir / EVAL_FILE).exists() or json.loads((run_dir / EVAL_FILE).read_text())["suite"] != "paper"
 
 
-@pytest.mark.parametrize("case", ["bad suite", "missing folder", "corrupt model", "empty model", "corrupt metrics",
+@pytest.mark.parametrize("case", ["bad suite", "missing folder", "corrupt model", "empty model", "list model",
+                                  "model spec with another key", "model without state_dict", "corrupt metrics",
                                   "bad eps", "bad device"])
 def test_bad_input_one_line_exit_2_nothing_written(run_dir, tmp_path, capsys, case):
     folder = tmp_path / "copy"
@@ -226,12 +327,33 @@ def test_bad_input_one_line_exit_2_nothing_written(run_dir, tmp_path, capsys, ca
         (folder / MODEL).write_bytes(b"not a checkpoint" * 4)
     elif case == "empty model":
         (folder / MODEL).write_bytes(b"")
+    elif case == "list model":  # loads, but is not a checkpoint
+        torch.save([1, 2, 3], folder / MODEL)
+    elif case == "model spec with another key":
+        saved = torch.load(run_dir / MODEL, weights_only=True)
+        torch.save({**saved, "spec": {**saved["spec"], "depth": 3}}, folder / MODEL)
+    elif case == "model without state_dict":
+        torch.save({"spec": torch.load(run_dir / MODEL, weights_only=True)["spec"]}, folder / MODEL)
     elif case == "corrupt metrics":
         (folder / METRICS).write_text("{ half")
     assert main(["evaluate", str(folder), "--quiet", *args]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("acs: error:"), lines
     assert not (folder / EVAL_FILE).exists()
+
+
+def test_missing_pyautoattack_fails_before_any_attack_runs(run_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "pyautoattack", None)  # import pyautoattack now raises ImportError
+
+    def no_attack(*args, **kwargs):
+        raise AssertionError("an evaluation pass ran before the missing package was reported")
+
+    monkeypatch.setattr(evaluate, "correct_mask", no_attack)
+    out = tmp_path / "full.json"
+    assert main(["evaluate", str(run_dir), "--suite", "full", "--out", str(out), "--quiet"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("acs: error:") and "pyautoattack" in lines[0], lines
+    assert not out.exists()
 
 
 def test_parse_eps_list():
