@@ -14,6 +14,8 @@ hook records, with the proxy in eval mode on the un-augmented image:
 for view `clean` and, when the configured objective attacks, the same at its adversarial points
 x~ = objective.perturb(proxy, x, y) for view `adversarial` (grand then with the objective's own loss). The hook runs
 on its own seeded random stream, so the clean scores are the same whichever objective (if any) is attacked.
+`model_stats` runs the same hook once over all candidates with the run's current model instead (selector
+`source=run`: the statistics at this selection, re-ranked at every dynamic reselection).
 
 One file per (data split, proxy settings, seed) serves every fraction, objective and selector: rows are aligned by
 `dataset_index`, clean scores do not depend on the objective, and adversarial scores carry the exact objective they
@@ -43,8 +45,9 @@ from .models import MODELS, Classifier, build_model
 from .objectives import Objective, build_objective
 from .records import RunFolderError, _atomic
 from .schedule import learning_rate
-from .selection.features import OnFeatures, view_objective
+from .selection.features import OnFeatures, view_chunks, view_objective
 from .selection.gradients import head_gradients
+from .timing import PhaseTimer
 
 SCHEMA = "acs-scores/1"
 
@@ -121,9 +124,13 @@ def check_proxy_model(cfg: RunConfig) -> None:
 def presentation_stats(model: Classifier, objective: Objective, x: torch.Tensor, y: torch.Tensor,
                        adversarial: bool) -> dict[str, torch.Tensor]:
     """The per-sample hook (model in eval mode): aign_sq, el2n, grand and correct at x, and at x~ if adversarial."""
-    points = {"clean": x}
-    if adversarial:
-        points["adversarial"] = objective.perturb(model, x, y).detach()
+    return point_stats(model, objective, x, y, objective.perturb(model, x, y).detach() if adversarial else None)
+
+
+def point_stats(model: Classifier, objective: Objective, x: torch.Tensor, y: torch.Tensor,
+                x_adv: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """The hook's statistics at x (view clean) and, when given, at the adversarial points x_adv (model in eval mode)."""
+    points = {"clean": x} if x_adv is None else {"clean": x, "adversarial": x_adv}
     out: dict[str, torch.Tensor] = {}
     feats: dict[str, torch.Tensor] = {}
     for view, p in points.items():
@@ -141,6 +148,17 @@ def presentation_stats(model: Classifier, objective: Objective, x: torch.Tensor,
                                feats.get("adversarial"))
         out[f"{view}_grand"] = grads.norm(dim=1)
     return out
+
+
+def model_stats(model: Classifier, objective: Objective, split: Split, view: str, device: torch.device, batch_size: int,
+                timer: PhaseTimer) -> dict[str, torch.Tensor]:
+    """The hook's statistics of every row of `split` at `model` as it is now (eval mode, un-augmented, the view's
+    points), shaped as one presentation of one init, (1, 1, n, ...): what a selector with source=run ranks."""
+    parts = []
+    for x, x_adv, y in view_chunks(model, objective, split, view, device, batch_size, timer):
+        with timer("selection_gradients"):
+            parts.append(point_stats(model, objective, x, y, x_adv))
+    return {k: torch.cat([p[k] for p in parts]).cpu()[None, None] for k in parts[0]}
 
 
 def train_proxies(cfg: RunConfig, data: DataBundle, objective: Objective, device: torch.device,

@@ -1,16 +1,21 @@
 """The coreset zoo: every registered selector keeps the exact budget and class shares, is deterministic per seed and
 gives valid weights, clean and adversarial; planted cases for EasyCore, k-center, the submodular greedies and
-forgetting events; static vs dynamic selection."""
+forgetting events; static vs dynamic selection, and score-based selectors re-ranking the current model (source=run);
+guards against the DeepCore quirks (herding's argmax, Glister's frozen validation gradient, Uncertainty's global path,
+Moderate-DS's median)."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 
 from acs_core.config import ConfigError, RunConfig
 from acs_core.data import DATASETS, DataBundle, DataSpec, Split, load_synthetic, stratified_indices
+from acs_core import train
 from acs_core.models import Classifier, build_model
 from acs_core.objectives import build_objective
 from acs_core.proxy import compute_scores, presentation_stats
@@ -19,7 +24,10 @@ from acs_core.selection import SELECTORS, SelectionContext, build_selector
 from acs_core.selection.facility_location import FacilityLocation
 from acs_core.selection.features import cosine_kernel
 from acs_core.selection.forgetting import forgetting_counts
+from acs_core.selection.glister import glister_greedy
+from acs_core.selection.herding import herding
 from acs_core.selection.kcenter import kcenter_greedy
+from acs_core.selection.moderate_ds import median
 from acs_core.selection.solvers import class_budgets, facility_location_value
 from acs_core.selection.submodular import graph_cut_greedy, graph_cut_value, log_det_greedy, log_det_value
 from acs_core.timing import PhaseTimer
@@ -57,7 +65,8 @@ def _ctx(zoo, fraction: float = 0.3, seed: int = 0) -> SelectionContext:
 
 
 def _cases() -> list[tuple[str, dict]]:
-    """Every registered selector (but `full`), class-balanced and global, and each model-based one adversarially."""
+    """Every registered selector (but `full`), class-balanced and global, each model-based one adversarially, and each
+score-based one on the current model (source=run)."""
     cases = []
     for name in SELECTORS.names():
         if name == "full":
@@ -68,6 +77,8 @@ def _cases() -> list[tuple[str, dict]]:
             cases.append((name, {balance: balanced, **FAST.get(name, {})}))
         if "view" in fields:
             cases.append((name, {"view": "adversarial", **FAST.get(name, {})}))
+        if "source" in fields and name != "forgetting":  # source=run: the statistic of the current model
+            cases += [(name, {"source": "run"}), (name, {"source": "run", "view": "adversarial"})]
     return cases
 
 
@@ -223,6 +234,63 @@ def test_static_selects_once_dynamic_every_interval():
         RunConfig.from_dict({"selection": "sometimes"})
 
 
+def _statistic(model: Classifier, name: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """A score-based selector's statistic at `model` by its definition, computed on its own (one-channel images):
+    ||grad_x CE|| (easycore), ||p - onehot|| (el2n), ||[dL/db, dL/dW]|| = ||p - onehot|| sqrt(1 + ||h||^2) (grand)."""
+    x = x.clone().requires_grad_(True)
+    z = model(x)
+    if name == "easycore":
+        (g,) = torch.autograd.grad(nn.functional.cross_entropy(z, y, reduction="sum"), x)
+        return g.flatten(1).norm(dim=1)
+    err = (z.softmax(1) - nn.functional.one_hot(y, z.shape[1])).detach().norm(dim=1)
+    return err if name == "el2n" else err * (1 + model.features(x).detach().pow(2).sum(1)).sqrt()
+
+
+@pytest.mark.parametrize("name", ["easycore", "grand", "el2n"])
+def test_source_run_reranks_the_current_model_at_every_dynamic_selection(monkeypatch, tmp_path, name):
+    """selection=dynamic, source=run: the coresets of epochs 2 and 3 differ, each is exactly the per-class ranking of the
+    statistic computed directly on the model of that epoch, and no proxy is trained."""
+    seen = []
+
+    def spy(exp, timer, epoch):
+        model = copy.deepcopy(exp.model).eval()
+        coreset = select(exp, timer, epoch)
+        seen.append((model, exp.data.train, coreset))
+        return coreset
+
+    select = train.select_coreset
+    monkeypatch.setattr(train, "select_coreset", spy)
+    cfg = RunConfig(dataset="synthetic", train_size=200, val_size=100, test_size=100, objective="pgd_linf", attack_steps=2,
+                    eval_steps=2, batch_size=50, selector=name, selector_opts={"source": "run"}, fraction=0.3, epochs=4,
+                    kappa=0.5, select_every=1, selection="dynamic", quiet=True, out=str(tmp_path / "run"))
+    record = train.run(cfg)
+    assert [s["epoch"] for s in record["selections"]] == [2, 3]
+    for entry in record["selections"]:
+        assert entry["scores_source"] == "run" and "selection_gradients" in entry["seconds"]
+        assert "selection_proxy" not in entry["seconds"]
+    picked = []
+    for model, split, coreset in seen:
+        x, y = split.batch(torch.arange(len(split)), CPU)
+        score = _statistic(model, name, x, y)
+        expected = [torch.nonzero(y == c).flatten()[torch.sort(score[y == c], descending=name != "easycore").indices[:k]]
+                    for c, k in class_budgets(y, 0.3, 60).items()]
+        assert sorted(coreset.indices.tolist()) == sorted(torch.cat(expected).tolist())
+        picked.append(set(coreset.indices.tolist()))
+    assert picked[0] != picked[1]
+
+
+def test_source_options():
+    """source=run never asks for proxy scores; forgetting (no presentation history) and a proxy epoch refuse it."""
+    assert build_selector("easycore", {}).uses_scores and not build_selector("easycore", {"source": "run"}).uses_scores
+    with pytest.raises(ConfigError, match=r"selector.source: .*use source=proxy") as err:
+        build_selector("forgetting", {"source": "run"})
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="selector.epoch: .*source=run"):
+        build_selector("grand", {"source": "run", "epoch": 1})
+    with pytest.raises(ConfigError, match="selector.source"):
+        build_selector("el2n", {"source": "model"})
+
+
 @pytest.mark.parametrize("name, opts, field", [
     ("uncertainty", {"score": "doubt"}, "selector.score"), ("moderate_ds", {"centre": "mode"}, "selector.centre"),
     ("kcenter", {"view": "sideways"}, "selector.view"), ("cal", {"k": 0}, "selector.k"), ("graphcut", {"space": "pixels"}, "selector.space"),
@@ -254,4 +322,106 @@ def test_every_zoo_combination_is_listed():
     wanted = {"easycore", "random", "grand", "el2n", "glister", "cal", "contextual_diversity", "graphcut", "moderate_ds",
               "kcenter", "herding", "forgetting", "uncertainty", "deepfool", "facility_location", "log_determinant"}
     assert wanted <= set(SELECTORS.names())
-    assert {n for n in SELECTORS.names() if SELECTORS.get(n).uses_scores} == {"easycore", "grand", "el2n", "forgetting"}
+    assert {n for n in SELECTORS.names() if build_selector(n, {}).uses_scores} == {"easycore", "grand", "el2n", "forgetting"}
+
+
+def test_herding_takes_the_argmin():
+    """A cluster and a few far outliers: herding's chosen mean lies closer to the group mean than that of DeepCore's
+    argmax rule and than every one of 50 random subsets; its first pick is the point nearest the mean."""
+    g = torch.Generator().manual_seed(0)
+    pts = torch.cat([torch.randn(60, 2, generator=g), 6.0 + 0.3 * torch.randn(5, 2, generator=g)]).double()
+    k, mu = 8, pts.mean(0)
+    gap = lambda rows: float((pts[rows].mean(0) - mu).norm())  # noqa: E731
+    farthest: list[int] = []  # DeepCore: argmax of the same distance
+    for t in range(k):
+        d = (mu - (pts[farthest].sum(0) + pts) / (t + 1)).norm(dim=1)
+        d[farthest] = -1.0
+        farthest.append(int(d.argmax()))
+    picks = herding(pts, k)
+    assert int(picks[0]) == int((pts - mu).norm(dim=1).argmin())
+    assert gap(picks) < gap(torch.tensor(farthest))
+    assert gap(picks) < min(gap(torch.randperm(65, generator=g)[:k]) for _ in range(50))
+
+
+def test_glister_recomputes_the_validation_gradient_after_every_pick(zoo, monkeypatch):
+    """Validation loss 0.5 ||theta - target||^2 on a 4-parameter head: the first pick overshoots the first coordinate,
+    so the updated gradient prefers the complementary candidate where DeepCore's frozen one takes the redundant one;
+    every call sees the head moved by the previous picks. In the selector, one validation gradient per pick at a
+    moving head."""
+    target = torch.tensor([-1.0, -1.0, 0.0, 0.0])
+    grads = torch.tensor([[1.0, 0, 0, 0], [0.95, 0, 0, 0], [0, 0.9, 0, 0]])
+    head = nn.Linear(1, 2)
+    nn.init.zeros_(head.weight), nn.init.zeros_(head.bias)
+    heads: list[torch.Tensor] = []
+
+    def val_gradient(h: nn.Linear) -> torch.Tensor:
+        theta = torch.cat([h.bias, h.weight.flatten()]).detach()
+        heads.append(theta)
+        return theta - target
+
+    picks = glister_greedy(grads, 2, val_gradient, head, eta=1.0).tolist()
+    assert picks == [0, 2]
+    assert glister_greedy(grads, 2, lambda h: -target, head, eta=1.0).tolist() == [0, 1]  # frozen: the DeepCore quirk
+    assert [t.tolist() for t in heads] == [[0.0] * 4, (-grads[0]).tolist()] and not head.bias.any()
+
+    from acs_core.selection import glister
+
+    biases: list[torch.Tensor] = []
+    real = glister.head_gradients
+    monkeypatch.setattr(glister, "head_gradients", lambda m, *a: biases.append(m.head.bias.detach().clone()) or real(m, *a))
+    ctx = _ctx(zoo)
+    build_selector("glister", {}).select(ctx)
+    assert len(biases) == ctx.budget  # one validation gradient per pick (only validation rows go through glister's)
+    first = biases[0]
+    assert torch.equal(first, zoo[0].head.bias) and not all(torch.equal(b, first) for b in biases[1:3])
+
+
+@pytest.mark.parametrize("score", ["least_confidence", "entropy", "margin"])
+def test_uncertainty_global_path_keeps_the_most_uncertain(zoo, score):
+    """class_balanced=false: every kept sample is at least as uncertain as every dropped one (DeepCore keeps the least)."""
+    ctx = _ctx(zoo)
+    kept = torch.zeros(len(ctx.candidates), dtype=torch.bool)
+    kept[build_selector("uncertainty", {"score": score, "class_balanced": False}).select(ctx).indices] = True
+    with torch.no_grad():
+        p = zoo[0](ctx.candidates.batch(torch.arange(len(ctx.candidates)), CPU)[0]).softmax(1)
+    top2 = p.topk(2, dim=1).values
+    uncertain = {"least_confidence": 1 - top2[:, 0], "entropy": -(p * p.log()).sum(1),
+                 "margin": top2[:, 1] - top2[:, 0]}[score]  # margin: a smaller gap is more uncertain
+    assert uncertain[kept].min() >= uncertain[~kept].max()
+
+
+class _Identity(Classifier):
+    """Features = the two pixel values of a 1x1x2 image (mean 0, std 1): the planted Moderate-DS case."""
+
+    def __init__(self) -> None:
+        super().__init__(1, 2, (0.0,), (1.0,), feature_dim=2)
+
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)
+
+
+def test_moderate_ds_median_centre_and_band():
+    """centre=median: distances to the per-dimension median (np.median, even class sizes average the middle pair),
+    keeping the k distances centred on the median distance, per class; outliers pull the mean so centre=mean differs."""
+    g = torch.Generator().manual_seed(0)
+    n_c, k = 20, 10
+    pts = torch.cat([torch.cat([0.2 + 0.1 * torch.rand(14, 2, generator=g), 0.8 + 0.2 * torch.rand(6, 2, generator=g)])
+                     for _ in range(2)])
+    y = torch.arange(2).repeat_interleave(n_c)
+    split = Split((pts * 255).round().to(torch.uint8).view(-1, 1, 1, 2), y)
+    ctx = SelectionContext(_Identity().eval(), build_objective(RunConfig(objective="vanilla"), DATASETS.get("synthetic")), split,
+                           2 * k, 0.5, 2, torch.Generator().manual_seed(0), CPU, 16, PhaseTimer(CPU), 0)
+    feats = split.x.view(-1, 2).double().numpy() / 255
+    expected = []
+    for c in range(2):
+        rows = np.flatnonzero(y.numpy() == c)
+        dist = np.linalg.norm(feats[rows] - np.median(feats[rows], axis=0), axis=1)
+        band = rows[np.argsort(dist, kind="stable")[(n_c - k) // 2:(n_c - k) // 2 + k]]
+        expected += band.tolist()
+        inside, outside = dist[np.isin(rows, band)], dist[~np.isin(rows, band)]
+        assert (outside < inside.min()).sum() == (outside > inside.max()).sum() == (n_c - k) // 2  # the band around the median
+    chosen = build_selector("moderate_ds", {"centre": "median"}).select(ctx).indices
+    assert sorted(chosen.tolist()) == sorted(expected)
+    assert sorted(build_selector("moderate_ds", {"centre": "mean"}).select(ctx).indices.tolist()) != sorted(expected)
+    m = torch.rand(6, 3, generator=g, dtype=torch.float64)
+    assert np.allclose(median(m).numpy(), np.median(m.numpy(), axis=0))

@@ -4,7 +4,8 @@
 (`solvers.class_budgets`, default) or one global group, and lets the selector `pick` rows of each group. Options are
 dataclass fields; their allowed values live in the field metadata (`option(...)`) and are checked on construction,
 so bad input fails before anything runs. `ScoreSelector` keeps the best-scored rows with ties broken by the seeded
-generator; `ModelSelector` adds `view`; `ProxySelector` reads per-sample proxy scores (`uses_scores`).
+generator; `ModelSelector` adds `view`; `ProxySelector` ranks per-sample statistics of the proxy runs (`uses_scores`)
+or, with `source=run`, the same statistics of the run's current model.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from ..config import ConfigError
 from .base import Coreset, SelectionContext, Selector
 from .features import VIEWS, Outputs, outputs_at_view
 from .solvers import class_budgets
+
+SOURCES = ("proxy", "run")  # ProxySelector: the proxy runs' statistics, or the current model's
 
 
 def option(default: Any, choices: tuple[Any, ...] | None = None, minimum: float | None = None) -> Any:
@@ -107,29 +110,51 @@ class ModelScoreSelector(ModelSelector, ScoreSelector):
 
 @dataclass
 class ProxySelector(ScoreSelector):
-    """Ranks per-sample statistics of the proxy runs (ctx.scores): shape (inits, epochs, n, ...) per statistic."""
+    """Ranks per-sample statistics, shape (inits, epochs, n, ...) each: of the proxy runs (source=proxy, ctx.scores; the
+    papers' definition, static by nature) or of the run's current model at this selection (source=run, shape
+    (1, 1, n, ...); a dynamic run re-ranks them on the model it is training)."""
 
-    uses_scores = True
     view: str = option("clean", VIEWS)
+    source: str = option("proxy", SOURCES)
 
-    def proxy_stat(self, ctx: SelectionContext, name: str) -> torch.Tensor:
+    @property  # type: ignore[override]
+    def uses_scores(self) -> bool:
+        """Only source=proxy reads proxy scores (train.select_coreset computes them once when no file is given)."""
+        return self.source == "proxy"
+
+    def statistic(self, ctx: SelectionContext, name: str) -> torch.Tensor:
+        """One statistic of the view: from the proxy scores, or computed with ctx.model over all candidates."""
+        if self.source == "run":
+            from ..proxy import model_stats  # proxy imports the selection package
+
+            return model_stats(ctx.model, ctx.objective, ctx.candidates, self.view, ctx.device, ctx.batch_size,
+                               ctx.timer)[f"{self.view}_{name}"]
         if ctx.scores is None:
             raise ConfigError(f"scores: selector needs per-sample proxy scores; pass scores=FILE from `acs score` ({name})")
         return ctx.scores.stat(self.view, name, ctx.objective)
 
     def info(self, ctx: SelectionContext) -> dict[str, Any]:
+        if self.source == "run":
+            return {"scores_source": "run"}
         assert ctx.scores is not None
         return {"proxy_seconds": ctx.scores.meta["seconds"], "scores_source": ctx.scores.source}
 
 
 @dataclass
 class EarlyProxySelector(ProxySelector):
-    """A proxy statistic at one proxy epoch (GraNd, EL2N: 'early in training'), averaged over the initialisations."""
+    """A statistic at one proxy epoch (GraNd, EL2N: 'early in training'), averaged over the initialisations; with
+    source=run the current model's."""
 
     epoch: int | None = option(None, minimum=1)  # 1..proxy_epochs; None: the last proxy epoch
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.epoch is not None and self.source == "run":
+            raise ConfigError("selector.epoch: picks a proxy epoch, but source=run scores the current model; "
+                              "drop selector.epoch or use source=proxy")
+
     def at_epoch(self, ctx: SelectionContext, name: str) -> torch.Tensor:
-        stat = self.proxy_stat(ctx, name)
+        stat = self.statistic(ctx, name)
         epochs = stat.shape[1]
         if self.epoch is not None and self.epoch > epochs:
             raise ConfigError(f"selector.epoch: {self.epoch} > the {epochs} proxy epochs of the scores")

@@ -1,6 +1,7 @@
 """`grand`: GraNd (Paul et al.) - keep the largest norm of the loss gradient early in training, averaged over
 several proxy initialisations. As in DeepCore the gradient is the last layer's (bias and weight); view=adversarial
-differentiates the objective's own loss at its adversarial points (adversarial GraNd)."""
+differentiates the objective's own loss at its adversarial points (adversarial GraNd). `source=run`: the norm at the
+run's current model (re-ranked at every dynamic reselection)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from .base import SELECTORS, SelectionContext
 from .common import EarlyProxySelector
 
 
-@SELECTORS.register("grand", "GraNd: keep the largest last-layer loss-gradient norm at a proxy epoch, averaged over proxy inits")
+@SELECTORS.register("grand", "GraNd: keep the largest last-layer loss-gradient norm at a proxy epoch, averaged over proxy inits (source=run: current model)")
 @dataclass
 class GraNd(EarlyProxySelector):
     def prepare(self, ctx: SelectionContext) -> torch.Tensor:

@@ -13,6 +13,13 @@ from .base import SELECTORS, SelectionContext
 from .common import ModelSelector, option
 
 
+def median(points: torch.Tensor) -> torch.Tensor:
+    """Per-dimension median of the rows; an even count takes the mean of the two middle values (np.median, as the
+    reference code; torch.median would return the lower one)."""
+    ordered = points.sort(0).values
+    return (ordered[(len(ordered) - 1) // 2] + ordered[len(ordered) // 2]) / 2
+
+
 def median_band(distances: torch.Tensor, k: int) -> torch.Tensor:
     """Positions of the k values centred on the median rank (stable order; an odd surplus drops one more far value)."""
     order = torch.sort(distances, stable=True).indices
@@ -31,7 +38,7 @@ class ModerateDS(ModelSelector):
         dist = torch.empty(len(y), device=feats.device)
         for c in torch.unique(y):
             rows = y == c
-            centre = feats[rows].mean(0) if self.centre == "mean" else feats[rows].median(0).values
+            centre = feats[rows].mean(0) if self.centre == "mean" else median(feats[rows])
             dist[rows] = (feats[rows] - centre).norm(dim=1)
         return dist.cpu()
 
