@@ -102,7 +102,7 @@ def fast_lpa(model: Classifier, x: torch.Tensor, y: torch.Tensor, bound: float, 
              h: float = 0.1, loss_fn: LossFn = unbounded_margin_sum) -> torch.Tensor:
     """Fast-LPA (PAT's training attack): `steps` Lagrangian steps of perceptual length bound * 0.1^(t/steps) with
     penalty lam * 0.1^(1 - t/steps), ascending the uncapped margin loss as the reference does; the bound is soft
-    (no projection: the growing penalty pulls samples back toward it)."""
+    (no projection: the growing penalty pulls samples back only where it outweighs the margin's gradient)."""
     with torch.no_grad():
         f_x = self_features(model, x)
     x_adv = _start(x)
