@@ -33,14 +33,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from acs_core.selection.algorithms.facility_location import facility_location  # noqa: E402
+from acs_core.selection.algorithms.matching import matching_error  # noqa: E402
+from acs_core.selection.algorithms.omp import fill_random, omp_nnls  # noqa: E402
+from acs_core.selection.budgets import class_budgets  # noqa: E402
 from acs_core.selection.rows import FactoredGradients, as_rows  # noqa: E402
-from acs_core.selection.solvers import (  # noqa: E402
-    class_budgets,
-    facility_location,
-    fill_random,
-    matching_error,
-    omp_nnls,
-)
 
 
 def _status_kib(key: str) -> int | None:

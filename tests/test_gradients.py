@@ -7,7 +7,8 @@ import torch
 from acs_core.config import RunConfig
 from acs_core.data import DATASETS, load_synthetic
 from acs_core.objectives import build_objective
-from acs_core.selection.gradients import head_gradients, selection_gradients
+from acs_core.selection.gradients import head_gradient_rows, head_gradients
+from acs_core.selection.views import outputs_at_view
 from acs_core.timing import PhaseTimer
 
 
@@ -30,7 +31,7 @@ def test_closed_form_equals_autograd(tiny_model, batch, name):
     ref = _autograd_head_grads(tiny_model, objective, x, y, x_adv)
     assert ours.shape == (len(y), 10 + 10 * tiny_model.feature_dim)
     assert torch.allclose(ours, ref, atol=1e-5, rtol=1e-4)
-    bias = head_gradients(tiny_model, objective, x, y, x_adv if objective.uses_adv else None, bias_only=True)
+    bias = head_gradient_rows(tiny_model, objective, x, y, x_adv if objective.uses_adv else None).bias()
     assert torch.allclose(bias, ours[:, :10])
 
 
@@ -45,13 +46,15 @@ def test_trades_beta_applied_once(tiny_model, batch):
 
 
 def test_chunked_extraction_matches_one_pass(tiny_model):
+    """The views' chunked pass (adversarial view, 6 chunks) gives head_gradients' rows of one pass over all rows."""
     train, _ = load_synthetic(None, False)
     objective = build_objective(RunConfig(objective="fgsm_rs", eps=0.0), DATASETS.get("synthetic"))  # x_adv = x
-    rows = torch.arange(40)
     cpu = torch.device("cpu")
-    chunked = selection_gradients(tiny_model, objective, train, rows, cpu, 7, PhaseTimer(cpu))
-    x, y = train.batch(rows, cpu)
-    dense = chunked.dense()  # selection keeps the rows factored; materialised, they are head_gradients' rows
+    timer = PhaseTimer(cpu)
+    out = outputs_at_view(tiny_model, objective, train.subset(torch.arange(40)), "adversarial", cpu, 7, timer, gradients=True)
+    x, y = train.batch(torch.arange(40), cpu)
+    assert out.gradients is not None
+    dense = out.gradients.dense()  # selection keeps the rows factored; materialised, they are head_gradients' rows
     assert dense.shape == (40, 10 + 10 * tiny_model.feature_dim)
     assert torch.allclose(dense, head_gradients(tiny_model, objective, x, y, x), atol=1e-6)
-    assert tiny_model.training is False
+    assert {"selection_attack", "selection_features", "selection_gradients"} <= set(timer.flush())

@@ -13,7 +13,8 @@ from acs_core.cli import main
 from acs_core.config import ConfigError, RunConfig
 from acs_core.data import load_data
 from acs_core.objectives import build_objective
-from acs_core.proxy import compute_scores, load_scores, save_scores
+from acs_core.proxy import compute_scores
+from acs_core.scores import ATTACK_KEYS, SCORE_KEYS as SHAPING_KEYS, load_scores, save_scores, settings
 from acs_core.selection import SelectionContext, build_selector
 from acs_core.timing import PhaseTimer
 from acs_core.train import run
@@ -57,6 +58,30 @@ def test_clean_scores_do_not_depend_on_the_objective(scores_file, tmp_path):
         assert "adversarial_el2n" not in b.files
         for key in ("clean_aign_sq", "clean_el2n", "clean_grand", "clean_correct"):
             assert np.array_equal(a[key], b[key]), key
+
+
+class _Reads:
+    """A RunConfig that records which keys are read."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg, self.keys = cfg, set()
+
+    def __getattr__(self, key: str):
+        self.keys.add(key)
+        return getattr(self.cfg, key)
+
+
+def test_settings_depend_only_on_the_keys_that_shape_a_scores_file():
+    """A scores file's identity reads no run key outside SCORE_KEYS (plus the seed and the objective's name), and
+    every ATTACK_KEY changes the identity of adversarial scores: what a workflow passes to a score job is complete."""
+    cfg = RunConfig(**SYNTH, objective="trades", seed=0)
+    data = load_data(cfg)
+    reads = _Reads(cfg)
+    st = settings(reads, data, build_objective(cfg, data.spec))  # type: ignore[arg-type]
+    assert reads.keys <= set(SHAPING_KEYS) | {"seed", "objective"} and {"model", "lr", "proxy_epochs"} <= reads.keys
+    for key, value in zip(ATTACK_KEYS, (0.2, 0.01, 5, 1.0)):
+        other = RunConfig(**{**SYNTH, key: value}, objective="trades", seed=0)
+        assert settings(other, data, build_objective(other, data.spec))["objective_repr"] != st["objective_repr"], key
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +152,12 @@ def test_train_with_the_file_equals_train_computing_scores(scores_file, tmp_path
     rows = [np.load(tmp_path / d / "coresets" / "epoch_0002.npz")["rows"] for d in ("file", "fresh")]
     assert np.array_equal(rows[0], rows[1]) and len(rows[0]) == 60
     assert a["final"] == b["final"]
-    strip = lambda hist: [{k: v for k, v in h.items() if k != "seconds"} for h in hist]  # noqa: E731
+    strip = lambda hist: [{k: v for k, v in h.items() if k not in ("seconds", "cpu_seconds")} for h in hist]  # noqa: E731
     assert strip(a["history"]) == strip(b["history"])
+    # the file's job compute travels with the run that reads it; the in-run proxy counts the same passes in its phase
+    in_run = b["compute"]["passes"]["selection_proxy"]
+    assert a["compute"]["proxy_passes"] == in_run["forward"] + in_run["backward"] > 0 and b["compute"]["proxy_passes"] == 0
+    assert a["selections"][0]["proxy_cpu_seconds"] > 0
     dynamic = run(RunConfig(**{**common, "selection": "dynamic"}, scores=str(scores_file), out=str(tmp_path / "dyn")))
     assert [s["epoch"] for s in dynamic["selections"]] == [2, 3]
 

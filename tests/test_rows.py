@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from acs_core.selection.rows import DenseRows, FactoredGradients, as_dense
-from acs_core.selection.solvers import matching_error, omp_nnls
+from acs_core.selection.algorithms.matching import matching_error
+from acs_core.selection.algorithms.omp import omp_nnls
 
 
 def _factored(n: int = 120, c: int = 4, d: int = 9, terms: int = 2, seed: int = 0) -> FactoredGradients:

@@ -11,8 +11,9 @@ from acs_core.config import ConfigError, RunConfig
 from acs_core.data import load_data, stratified_indices
 from acs_core.models import build_model
 from acs_core.objectives import build_objective
-from acs_core.selection import SelectionContext, build_selector
-from acs_core.selection.solvers import class_budgets
+from acs_core.selection import SELECTORS, SelectionContext, build_selector
+from acs_core.selection.algorithms.matching import matching_error
+from acs_core.selection.budgets import class_budgets, random_subset
 from acs_core.timing import PhaseTimer
 
 CPU = torch.device("cpu")
@@ -47,7 +48,7 @@ def _ctx(setup, objective: str, fraction: float, seed: int = 0) -> SelectionCont
 
 
 @pytest.mark.parametrize("name, opts", [
-    ("craig", {}), ("gradmatch", {}), ("craig", {"per_class": False}), ("gradmatch", {"view": "clean"}),
+    ("craig", {}), ("gradmatch", {}), ("craig", {"class_balanced": False}), ("gradmatch", {"view": "clean"}),
     ("craig", {"gradient": "full"}), ("random", {}), ("random", {"class_balanced": False}),
 ])
 def test_budget_weights_and_determinism(fmnist_setup, name, opts):
@@ -56,7 +57,7 @@ def test_budget_weights_and_determinism(fmnist_setup, name, opts):
     a = build_selector(name, opts).select(ctx)
     assert len(a.indices) == ctx.budget == 180 and len(torch.unique(a.indices)) == 180
     assert (a.weights > 0).all() and torch.isfinite(a.weights).all()
-    if opts.get("per_class", True) and opts.get("class_balanced", True):
+    if opts.get("class_balanced", True):
         counts = torch.bincount(ctx.candidates.y[a.indices], minlength=10)
         expected = class_budgets(ctx.candidates.y, 0.3, 180)
         assert counts.tolist() == [expected[c] for c in range(10)]
@@ -92,3 +93,40 @@ def test_bad_selector_options():
         build_selector("craig", {"view": "sideways"})
     with pytest.raises(ConfigError, match="selector.colour"):
         build_selector("gradmatch", {"colour": 1})
+
+
+def test_one_budget_option_and_one_view_rule():
+    """Every selector but `full` takes class_balanced (true by default); every one that reads the model takes `view`,
+    whose default is clean except for the ACS methods (Adv. CRAIG, Adv. GradMatch); full and random read no model
+    outputs and have view None."""
+    for name in SELECTORS.names():
+        selector = build_selector(name, {})
+        defaults = {f.name: f.default for f in dataclasses.fields(selector)}
+        assert name == "full" or defaults["class_balanced"] is True, name
+        expected = None if name in ("full", "random") else "adversarial" if name in ("craig", "gradmatch") else "clean"
+        assert selector.view == expected and defaults.get("view") == expected, name
+    with pytest.raises(ConfigError, match="selector.per_class: not an option"):
+        build_selector("craig", {"per_class": False})
+
+
+
+@pytest.mark.parametrize("class_balanced", [True, False])
+def test_matching_error_baseline_is_drawn_as_the_random_selector_draws(fmnist_setup, class_balanced):
+    """The random set a selection's matching error is compared with is the `random` selector's own draw (same budget
+    policy, the same generator state after the selection), scaled to the full sum; the coreset a reselection replaces
+    gets its matching error at the current model."""
+    ctx = _ctx(fmnist_setup, "pgd_linf", 0.3)
+    selector = build_selector("craig", {"class_balanced": class_balanced})
+    data = selector.prepare(ctx)
+    first = selector.select(ctx)
+    ctx.generator.manual_seed(7)
+    state = ctx.generator.get_state()
+    info = selector.info(data, first.indices, first.weights, dataclasses.replace(ctx, previous=first))
+    ctx.generator.set_state(state)
+    rows = random_subset(ctx.candidates.y, 0.3, 180, class_balanced, ctx.generator)
+    n = len(ctx.candidates)
+    assert info["random_matching_error"] == matching_error(data, rows, torch.full((180,), n / 180))
+    if class_balanced:  # the class-balanced random set is what `random` trains on: 18 per class here
+        assert torch.equal(torch.bincount(ctx.candidates.y[rows], minlength=10), torch.full((10,), 18))
+    assert info["previous_matching_error"] == info["matching_error"]  # same model: the previous coreset is as good
+    assert info["matching_error"] < info["random_matching_error"]

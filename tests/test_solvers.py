@@ -9,18 +9,12 @@ import pytest
 import scipy.optimize
 import torch
 
-from acs_core.selection import solvers
-from acs_core.selection.solvers import (
-    class_budgets,
-    craig_similarity,
-    facility_location,
-    facility_location_greedy_plain,
-    facility_location_lazy,
-    facility_location_value,
-    fill_random,
-    matching_error,
-    omp_nnls,
-)
+from acs_core.selection.algorithms import omp
+from acs_core.selection.algorithms.facility_location import craig_similarity, facility_location, facility_location_lazy
+from acs_core.selection.algorithms.matching import matching_error
+from acs_core.selection.algorithms.omp import fill_random, omp_nnls
+from acs_core.selection.budgets import class_budgets
+from oracles import facility_location_greedy_plain, facility_location_value
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -159,7 +153,7 @@ def test_omp_weights_are_a_true_nnls_solution(lam: float, gram: bool, step: int,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """With one atom per step (OMP) or several (generalised OMP, block entry), weights solve NNLS exactly; also
     when the factor is rebuilt after every pin (max_pinned 0) instead of carrying pinned atoms."""
-    monkeypatch.setattr(solvers._OmpState, "_MAX_PINNED", max_pinned)
+    monkeypatch.setattr(omp._OmpState, "_MAX_PINNED", max_pinned)
     g = _gen(11)
     n, d = 300, 40
     f64 = torch.float64

@@ -18,19 +18,22 @@ from acs_core.data import DATASETS, DataBundle, DataSpec, Split, load_synthetic,
 from acs_core import train
 from acs_core.models import Classifier, build_model
 from acs_core.objectives import build_objective
-from acs_core.proxy import compute_scores, presentation_stats
+from acs_core.proxy import compute_scores
 from acs_core.schedule import Schedule
 from acs_core.selection import SELECTORS, SelectionContext, build_selector
-from acs_core.selection.facility_location import FacilityLocation
-from acs_core.selection.features import cosine_kernel
-from acs_core.selection.forgetting import forgetting_counts
-from acs_core.selection.glister import glister_greedy
-from acs_core.selection.herding import herding
-from acs_core.selection.kcenter import kcenter_greedy
-from acs_core.selection.moderate_ds import median
-from acs_core.selection.solvers import class_budgets, facility_location_value
-from acs_core.selection.submodular import graph_cut_greedy, graph_cut_value, log_det_greedy, log_det_value
+from acs_core.selection.algorithms import kernels
+from acs_core.selection.algorithms.herding import herding
+from acs_core.selection.algorithms.kcenter import kcenter_greedy
+from acs_core.selection.algorithms.kernels import cosine_kernel
+from acs_core.selection.algorithms.submodular import graph_cut_greedy, log_det_greedy
+from acs_core.selection.algorithms.taylor import glister_greedy
+from acs_core.selection.budgets import class_budgets
+from acs_core.selection.selectors import glister
+from acs_core.selection.selectors.facility_location import FacilityLocation
+from acs_core.selection.selectors.moderate_ds import median
+from acs_core.selection.statistics import forgetting_counts, presentation_stats
 from acs_core.timing import PhaseTimer
+from oracles import facility_location_value, graph_cut_value, log_det_value
 
 CPU = torch.device("cpu")
 FAST = {"deepfool": {"max_iter": 5}}  # DeepFool converges in 2-4 steps here; the cap only bounds the test's cost
@@ -65,18 +68,17 @@ def _ctx(zoo, fraction: float = 0.3, seed: int = 0) -> SelectionContext:
 
 
 def _cases() -> list[tuple[str, dict]]:
-    """Every registered selector (but `full`), class-balanced and global, each model-based one adversarially, and each
-score-based one on the current model (source=run)."""
+    """Every registered selector (but `full`), class-balanced and global, each model-based one at the view that is not
+its default, and each score-based one on the current model (source=run)."""
     cases = []
     for name in SELECTORS.names():
         if name == "full":
             continue
-        fields = {f.name for f in dataclasses.fields(SELECTORS.get(name))}
-        balance = "class_balanced" if "class_balanced" in fields else "per_class"
+        fields = {f.name: f.default for f in dataclasses.fields(SELECTORS.get(name))}
         for balanced in (True, False):
-            cases.append((name, {balance: balanced, **FAST.get(name, {})}))
+            cases.append((name, {"class_balanced": balanced, **FAST.get(name, {})}))
         if "view" in fields:
-            cases.append((name, {"view": "adversarial", **FAST.get(name, {})}))
+            cases.append((name, {"view": "clean" if fields["view"] == "adversarial" else "adversarial", **FAST.get(name, {})}))
         if "source" in fields and name != "forgetting":  # source=run: the statistic of the current model
             cases += [(name, {"source": "run"}), (name, {"source": "run", "view": "adversarial"})]
     return cases
@@ -90,7 +92,7 @@ def test_budget_balance_determinism_weights(zoo, name, opts):
     assert len(a.indices) == ctx.budget == 30 and len(torch.unique(a.indices)) == 30
     assert a.indices.min() >= 0 and a.indices.max() < len(ctx.candidates)
     assert len(a.weights) == 30 and bool((a.weights > 0).all()) and bool(torch.isfinite(a.weights).all())
-    if opts.get("class_balanced", opts.get("per_class", True)):
+    if opts.get("class_balanced", True):
         expected = class_budgets(ctx.candidates.y, ctx.fraction, ctx.budget)
         assert torch.bincount(ctx.candidates.y[a.indices], minlength=10).tolist() == [expected[c] for c in range(10)]
     torch.manual_seed(0)
@@ -252,9 +254,9 @@ def test_source_run_reranks_the_current_model_at_every_dynamic_selection(monkeyp
     statistic computed directly on the model of that epoch, and no proxy is trained."""
     seen = []
 
-    def spy(exp, timer, epoch):
+    def spy(exp, timer, epoch, previous):
         model = copy.deepcopy(exp.model).eval()
-        coreset = select(exp, timer, epoch)
+        coreset = select(exp, timer, epoch, previous)
         seen.append((model, exp.data.train, coreset))
         return coreset
 
@@ -310,9 +312,7 @@ def test_proxy_selectors_without_scores_and_glister_without_validation(zoo):
 
 
 def test_kernel_size_guard_names_class_balanced(monkeypatch):
-    from acs_core.selection import features
-
-    monkeypatch.setattr(features, "MAX_KERNEL_ENTRIES", 99)
+    monkeypatch.setattr(kernels, "MAX_KERNEL_ENTRIES", 99)
     with pytest.raises(ConfigError, match="class_balanced"):
         cosine_kernel(torch.randn(10, 3))
 
@@ -363,8 +363,6 @@ def test_glister_recomputes_the_validation_gradient_after_every_pick(zoo, monkey
     assert picks == [0, 2]
     assert glister_greedy(grads, 2, lambda h: -target, head, eta=1.0).tolist() == [0, 1]  # frozen: the DeepCore quirk
     assert [t.tolist() for t in heads] == [[0.0] * 4, (-grads[0]).tolist()] and not head.bias.any()
-
-    from acs_core.selection import glister
 
     biases: list[torch.Tensor] = []
     real = glister.head_gradients

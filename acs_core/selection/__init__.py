@@ -1,7 +1,6 @@
-"""Coreset selectors: one file each, registered by name in SELECTORS (import the file below to add one)."""
+"""Coreset selection: one framework (base.py), the budget policy (budgets.py), the views (views.py), algorithms/ and
+one file per selector in selectors/, registered by name in SELECTORS."""
+from . import selectors  # noqa: F401  (registration)
 from .base import SELECTORS, Coreset, SelectionContext, Selector, build_selector
-from . import craig, full, gradmatch, random  # noqa: F401  (registration)
-from . import (cal, contextual_diversity, deepfool, easycore, el2n, facility_location, forgetting,  # noqa: F401
-               glister, grand, graphcut, herding, kcenter, log_determinant, moderate_ds, uncertainty)  # the zoo
 
 __all__ = ["SELECTORS", "Coreset", "SelectionContext", "Selector", "build_selector"]

@@ -11,12 +11,22 @@ one (dL/dz, [1, h]) pair per logit set), so n candidates cost n (C + D + 1) floa
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 
-from ..data import Split
 from ..models import Classifier
 from ..objectives import Objective
-from ..timing import PhaseTimer
 from .rows import FactoredGradients
+
+
+class OnFeatures(nn.Module):
+    """A model's head on precomputed penultimate features, so `head_gradients` runs without the network body."""
+
+    def __init__(self, head: nn.Module) -> None:
+        super().__init__()
+        self.head = head
+
+    def features(self, h: torch.Tensor) -> torch.Tensor:
+        return h
 
 
 def head_gradient_rows(model: Classifier, objective: Objective, x: torch.Tensor, y: torch.Tensor,
@@ -34,24 +44,6 @@ def head_gradient_rows(model: Classifier, objective: Objective, x: torch.Tensor,
 
 
 def head_gradients(model: Classifier, objective: Objective, x: torch.Tensor, y: torch.Tensor,
-                   x_adv: torch.Tensor | None, bias_only: bool = False) -> torch.Tensor:
-    """Per-sample gradients (N, C [+ C*D]) of objective.head_loss w.r.t. the head's bias [and weight]."""
-    rows = head_gradient_rows(model, objective, x, y, x_adv)
-    return rows.bias() if bias_only else rows.dense()
-
-
-def selection_gradients(model: Classifier, objective: Objective, split: Split, rows: torch.Tensor, device: torch.device,
-                        batch_size: int, timer: PhaseTimer) -> FactoredGradients:
-    """Gradients for `rows` of `split`, attacked by the objective's own attack with the current model (eval mode),
-    on the un-augmented images, in chunks of `batch_size`; kept factored, so memory is n (C + D + 1) per term."""
-    was_training = model.training
-    model.eval()
-    out = []
-    for chunk in rows.split(batch_size):
-        x, y = split.batch(chunk, device)
-        with timer("selection_attack"):
-            x_adv = objective.perturb(model, x, y) if objective.uses_adv else None
-        with timer("selection_gradients"):
-            out.append(head_gradient_rows(model, objective, x, y, x_adv).to())
-    model.train(was_training)
-    return FactoredGradients.cat(out)
+                   x_adv: torch.Tensor | None) -> torch.Tensor:
+    """Per-sample gradients (N, C + C*D) of objective.head_loss w.r.t. the head's bias and weight, materialised."""
+    return head_gradient_rows(model, objective, x, y, x_adv).dense()

@@ -59,6 +59,10 @@ class _Rows:
     def dtype(self) -> torch.dtype:
         return self.fields[0].dtype
 
+    @property
+    def device(self) -> torch.device:
+        return self.fields[0].device
+
     def total(self) -> torch.Tensor:
         """The sum of all rows (GradMatch's target), a vector of the row space."""
         return self.combine(self.fields[0].new_ones(len(self)))  # type: ignore[attr-defined]

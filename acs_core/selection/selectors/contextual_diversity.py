@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import SELECTORS, SelectionContext
-from .common import ModelSelector
-from .features import symmetric_kl
-from .kcenter import kcenter_greedy
+from ..algorithms.kcenter import kcenter_greedy
+from ..algorithms.kernels import symmetric_kl
+from ..base import SELECTORS, SelectionContext
+from .families import ModelSelector
 
 
 @SELECTORS.register("contextual_diversity", "k-center greedy on softmax outputs with symmetric-KL distance")

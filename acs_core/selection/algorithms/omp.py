@@ -1,352 +1,22 @@
-"""Greedy coreset solvers behind adversarial coreset selection: CRAIG and GradMatch, plus their helpers.
+"""GradMatch's solver: orthogonal matching pursuit toward the summed gradient with a true non-negative (optionally
+ridge) least-squares refit after every pick, and `fill_random`, which completes its pick to exactly k rows.
 
-Pure functions on tensors (no model code), so every selector can call them on whatever gradients it
-extracted (clean or adversarial, per class or global) and tests can check them against brute force.
-
-* `facility_location` - CRAIG: lazy-greedy facility location on S = max(D) - D, D = squared Euclidean
-  distances between rows; weights = cluster sizes.
-* `omp_nnls` - GradMatch: orthogonal matching pursuit toward the summed gradient with a true
-  non-negative (optionally ridge) least-squares refit after every pick.
-* `fill_random`, `class_budgets`, `matching_error` - the glue both solvers need.
-
-Why the shift M = max(D) does not change the greedy picks (so any M >= max(D) would do; we use the exact
-max anyway, because the objective value reported by `facility_location_value` is defined with it):
-with S = M - D >= 0 and F(empty) = 0 the first gain of j is sum_i (M - D_ji) = n*M - sum_i D_ji, whose
-argmax is argmin_j sum_i D_ji for every M; after the first pick cur_i = M - min_{s in A} D_si, so the gain
-of j is sum_i max(0, min_{s in A} D_si - D_ji), in which M cancels. A shift M' < max(D) makes some S_ij
-negative, the first gains become sum_i max(0, M' - D_ji) and the first pick can change: not allowed.
+Atoms are plain (n, d) rows or factored last-layer gradients (`rows.FactoredGradients`), whose inner products cost
+C + D + 1 instead of C (D + 1): the refit works on their Gram entries, never on materialised rows.
 """
 from __future__ import annotations
 
-import contextlib
-import heapq
 import math
-from typing import Callable, Iterator
 
 import numpy as np
 import scipy.linalg
 import torch
 from scipy.linalg import blas as _blas
-from threadpoolctl import threadpool_limits
 
-from .rows import DenseRows, Rows, as_rows
-
-__all__ = [
-    "class_budgets",
-    "craig_similarity",
-    "facility_location",
-    "facility_location_greedy_plain",
-    "facility_location_lazy",
-    "facility_location_value",
-    "fill_random",
-    "matching_error",
-    "omp_nnls",
-]
-
-# Up to this many feature dimensions, squared distances are computed in float64 (then rounded).
-_F64_DIST_MAX_DIMS = 64
-# Fixed column chunk for gain sums, so a candidate's gain never depends on how candidates are batched.
-_GAIN_CHUNK = 8192
-# Default budget for CRAIG's dense similarity (and OMP's Gram matrix) before falling back to recomputation.
-_DENSE_BYTES = 1 << 30
-# Row-block size (elements) for chunked distance / matrix-vector work.
-_BLOCK_ELEMS = 1 << 24
+from ..rows import DenseRows, Rows, as_rows
+from .numerics import DENSE_BYTES, check_k, compute_dtype, loop_threads
 
 
-@contextlib.contextmanager
-def _loop_threads(num: int = 1) -> Iterator[None]:
-    """Run the greedy loops' many small tensor and BLAS ops on `num` threads (torch and numpy/scipy's BLAS),
-    then restore the settings.
-
-    Each small op otherwise pays a fork/join barrier; on a loaded 2-core machine we measured 8 ms per
-    640k-element op with 2 threads against 0.1 ms with 1, and GradMatch's factor solves ran 1.5x faster on
-    one OpenBLAS thread. The big one-off GEMMs run outside this block. The setting is process-wide: torch
-    and BLAS work in other Python threads also runs on one thread meanwhile.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(num)
-    try:
-        with threadpool_limits(limits=num, user_api="blas"):
-            yield
-    finally:
-        torch.set_num_threads(before)
-
-
-# --------------------------------------------------------------------------------------------------------
-# CRAIG: facility location
-# --------------------------------------------------------------------------------------------------------
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    """float64 stays float64 (tests, exactness); everything else is computed in float32 for speed."""
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
-def _default_chunk(n: int, chunk: int | None) -> int:
-    """Rows per distance block: the caller's value, else enough rows for about 16M elements per block."""
-    if chunk is not None:
-        if chunk <= 0:
-            raise ValueError(f"chunk must be positive, got {chunk}")
-        return chunk
-    return max(1, min(n, _BLOCK_ELEMS // max(n, 1)))
-
-
-class _Points:
-    """Rows prepared for squared-distance blocks via ||a||^2 + ||b||^2 - 2 a.b on centred rows.
-
-    Centring leaves distances unchanged and shrinks the cancellation error of the norm trick. With at
-    most 64 dimensions the blocks are computed in float64 (cheap there) and then rounded to the compute
-    dtype, so duplicate rows and re-computed rows agree to the last float32 bit in practice.
-    """
-
-    def __init__(self, features: torch.Tensor) -> None:
-        if features.dim() != 2:
-            raise ValueError(f"features must be (n, d), got shape {tuple(features.shape)}")
-        if not DenseRows(features).all_finite():
-            raise ValueError("features contain NaN or inf")
-        self.dtype = _compute_dtype(features)
-        work = torch.float64 if features.shape[1] <= _F64_DIST_MAX_DIMS else self.dtype
-        x = features.detach().to(device="cpu", dtype=work)
-        self.x = (x - x.mean(dim=0, keepdim=True)).contiguous()
-        self.sq = (self.x * self.x).sum(dim=1)
-        self.n = x.shape[0]
-
-    def sq_dists(self, rows: torch.Tensor) -> torch.Tensor:
-        """Squared distances D[rows, :] (len(rows), n), clamped at 0, with D[j, j] = 0 exactly."""
-        out = torch.addmm(self.sq[None, :], self.x[rows], self.x.T, alpha=-2.0)
-        out.add_(self.sq[rows, None]).clamp_(min=0.0)
-        out[torch.arange(len(rows)), rows] = 0.0
-        return out.to(self.dtype)
-
-    def max_dist(self, chunk: int) -> float:
-        """Exact max(D) over all pairs, computed in row blocks."""
-        m = 0.0
-        for s in range(0, self.n, chunk):
-            rows = torch.arange(s, min(s + chunk, self.n))
-            m = max(m, float(self.sq_dists(rows).max()))
-        return m
-
-
-def craig_similarity(features: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
-    """Dense CRAIG similarity S = max(D) - D (n, n) in `chunk`-row blocks; float32 unless float64 input."""
-    pts = _Points(features)
-    return _dense_similarity(pts, _default_chunk(pts.n, chunk))
-
-
-def _dense_similarity(pts: _Points, chunk: int) -> torch.Tensor:
-    """S = max(D) - D for prepared points, one block of distances at a time, shifted in place."""
-    n = pts.n
-    sim = torch.empty(n, n, dtype=pts.dtype)
-    for s in range(0, n, chunk):
-        rows = torch.arange(s, min(s + chunk, n))
-        sim[s : s + len(rows)] = pts.sq_dists(rows)
-    if n:
-        m = sim.max()
-        sim.neg_().add_(m)
-    return sim
-
-
-def _gains(rows: torch.Tensor, cur: torch.Tensor) -> torch.Tensor:
-    """Marginal gains sum_i max(0, rows[b, i] - cur[i]) in float64, summed in fixed column chunks.
-
-    The fixed chunking makes a candidate's gain bitwise identical however candidates are batched, and
-    since cur only grows, each term (and so each gain) is numerically non-increasing: the lazy bounds hold.
-    """
-    n = rows.shape[1]
-    if n <= _GAIN_CHUNK:
-        return (rows - cur).clamp_(min=0.0).sum(dim=1, dtype=torch.float64)
-    total = torch.zeros(rows.shape[0], dtype=torch.float64)
-    for s in range(0, n, _GAIN_CHUNK):
-        total += (rows[:, s : s + _GAIN_CHUNK] - cur[s : s + _GAIN_CHUNK]).clamp_(min=0.0).sum(
-            dim=1, dtype=torch.float64
-        )
-    return total
-
-
-class _Assignment:
-    """Tracks cur_i = max_{j in A} S_ji and which pick serves each point (ties: the earliest pick)."""
-
-    def __init__(self, n: int, dtype: torch.dtype) -> None:
-        self.cur = torch.zeros(n, dtype=dtype)
-        self.owner = torch.zeros(n, dtype=torch.int64)
-        self.picks: list[int] = []
-
-    def add(self, j: int, row: torch.Tensor) -> None:
-        """Record pick j whose similarity row is `row`; a point moves only on a strict improvement."""
-        t = len(self.picks)
-        if t == 0:
-            self.owner.zero_()
-            self.cur = row.clone()
-        else:
-            better = row > self.cur
-            self.owner[better] = t
-            self.cur = torch.maximum(self.cur, row)
-        self.picks.append(j)
-
-    def result(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """(indices int64, cluster sizes) with every chosen row counted in its own cluster."""
-        idx = torch.tensor(self.picks, dtype=torch.int64)
-        if len(self.picks) == 0:
-            return idx, torch.zeros(0, dtype=dtype)
-        owner = self.owner.clone()
-        owner[idx] = torch.arange(len(self.picks))  # a chosen row is its own medoid (matters for duplicates)
-        weights = torch.bincount(owner, minlength=len(self.picks)).to(dtype)
-        return idx, weights
-
-
-def _check_k(k: int, n: int) -> None:
-    """Budgets must lie in [0, n]."""
-    if k < 0 or k > n:
-        raise ValueError(f"k must be in [0, {n}], got {k}")
-
-
-def _as_similarity(similarity: torch.Tensor, k: int) -> tuple[torch.Tensor, int, int, torch.dtype]:
-    """A checked, contiguous CPU copy of a dense similarity (float64 kept, else float32), its shape and dtype."""
-    sim = similarity.detach().cpu()
-    if sim.dim() != 2:
-        raise ValueError("similarity must be a matrix")
-    m, n = sim.shape
-    _check_k(k, m)
-    dtype = sim.dtype if sim.dtype == torch.float64 else torch.float32
-    return sim.to(dtype).contiguous(), m, n, dtype
-
-
-def facility_location_greedy_plain(similarity: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reference plain greedy on a dense similarity (row j = how well j represents each point): the oracle.
-
-    Recomputes every candidate's gain at every step (O(k n^2)); ties go to the lowest index. Returns
-    (indices, cluster sizes) exactly like `facility_location`.
-    """
-    sim, m, n, dtype = _as_similarity(similarity, k)
-    state = _Assignment(n, dtype)
-    taken = torch.zeros(m, dtype=torch.bool)
-    with _loop_threads():
-        for _ in range(k):
-            gains = torch.cat([_gains(sim[s : s + 256], state.cur) for s in range(0, m, 256)])
-            gains[taken] = -1.0
-            j = int(torch.argmax(gains))  # first maximum = lowest index
-            taken[j] = True
-            state.add(j, sim[j])
-    return state.result(dtype)
-
-
-def facility_location_value(similarity: torch.Tensor, indices: torch.Tensor) -> float:
-    """Facility-location objective F(A) = sum_i max_{j in A} S_ji (0 for the empty set), in float64."""
-    idx = torch.as_tensor(indices, dtype=torch.int64).reshape(-1)
-    if idx.numel() == 0:
-        return 0.0
-    # numpy: a tiny torch reduction can stall for milliseconds on a busy machine's thread barrier
-    return float(similarity[idx].detach().cpu().to(torch.float64).numpy().max(axis=0).sum())
-
-
-def _lazy_greedy(
-    n: int,
-    k: int,
-    rows_of: Callable[[list[int]], torch.Tensor],
-    row_of: Callable[[int], torch.Tensor],
-    dtype: torch.dtype,
-    chunk: int,
-    max_batch: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Lazy greedy over candidates 0..n-1 whose similarity rows come from rows_of / row_of.
-
-    Stale gains sit in a heap keyed (-bound, index, step evaluated). The top is taken only once its gain
-    is fresh (evaluated at this step): every other bound is then <= it (equal only with a higher index),
-    and bounds never fall below true gains (submodularity, and `_gains` is numerically monotone), so the
-    pick is the lowest-index argmax of the true gains - the plain greedy pick. Stale tops are refreshed in
-    rounds of 1, 2, 4, ... up to max_batch candidates to amortise the per-call overhead.
-    """
-    state = _Assignment(n, dtype)
-    heap: list[tuple[float, int, int]] = []
-    for s in range(0, n, chunk):
-        ids = list(range(s, min(s + chunk, n)))
-        g = _gains(rows_of(ids), state.cur).tolist()
-        heap.extend((-gj, j, 0) for gj, j in zip(g, ids))
-    heapq.heapify(heap)
-    with _loop_threads():
-        for step in range(k):
-            size = 1
-            while heap[0][2] != step:
-                ids = []
-                while heap and len(ids) < size and heap[0][2] != step:
-                    ids.append(heapq.heappop(heap)[1])
-                g = _gains(rows_of(ids), state.cur).tolist()
-                for gj, j in zip(g, ids):
-                    heapq.heappush(heap, (-gj, j, step))
-                size = min(2 * size, max_batch)
-            _, j, _ = heapq.heappop(heap)
-            state.add(j, row_of(j))
-    return state.result(dtype)
-
-
-def facility_location_lazy(
-    similarity: torch.Tensor, k: int, *, max_batch: int = 128
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Lazy greedy on a given dense similarity (row j = how well j represents each point; S >= 0).
-
-    Same picks and weights as `facility_location_greedy_plain`, at a fraction of the gain evaluations;
-    `facility_location` uses it on the CRAIG similarity, and callers with their own kernel can too.
-    """
-    sim, m, n, dtype = _as_similarity(similarity, k)
-    if k == 0:
-        return torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=dtype)
-
-    def rows_of(idx: list[int]) -> torch.Tensor:
-        return sim.index_select(0, torch.tensor(idx, dtype=torch.int64))
-
-    def row_of(j: int) -> torch.Tensor:
-        return sim[j]
-
-    return _lazy_greedy(m, k, rows_of, row_of, dtype, _default_chunk(n, None), max_batch)
-
-
-def facility_location(
-    features: torch.Tensor,
-    k: int,
-    chunk: int | None = None,
-    *,
-    dense_bytes: int = _DENSE_BYTES,
-    max_batch: int = 128,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """CRAIG: pick k medoid rows maximising F = sum_i max_{j in A} (max(D) - D_ji) by lazy greedy.
-
-    Returns (indices int64 in pick order, weights = cluster sizes, summing to n; a chosen row always
-    counts in its own cluster, other ties go to the earlier pick). The picks are exactly the plain
-    greedy picks (lowest index wins ties) - see `_lazy_greedy`.
-
-    Memory: when n^2 * itemsize <= dense_bytes (1 GiB: n <= 16,384 in float32) the similarity is built
-    once, in `chunk`-row blocks (float32 unless the features are float64). Otherwise nothing n x n is
-    kept: a length-n "current best" vector plus `chunk` x n blocks; similarity rows are recomputed from
-    the features on demand, after one extra pass that finds the exact max(D). Recomputed rows match to
-    the last bit in practice (float64 distances for d <= 64); for larger d an ulp of GEMM rounding could
-    in principle reorder a near-tie. Both paths also keep one centred copy of the features
-    (float64 for d <= 64), so budget n * d * itemsize on top of the caller's tensor.
-    """
-    pts = _Points(features)
-    n = pts.n
-    _check_k(k, n)
-    dtype = pts.dtype
-    if k == 0:
-        return torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=dtype)
-    chunk = _default_chunk(n, chunk)
-    itemsize = torch.empty(0, dtype=dtype).element_size()
-    if n * n * itemsize <= dense_bytes:
-        sim = _dense_similarity(pts, chunk)
-        del pts  # the centred copy is not needed once S exists
-        return facility_location_lazy(sim, k, max_batch=max_batch)
-
-    big_m = pts.max_dist(chunk)
-
-    def rows_of(idx: list[int]) -> torch.Tensor:
-        return pts.sq_dists(torch.tensor(idx, dtype=torch.int64)).neg_().add_(big_m)
-
-    def row_of(j: int) -> torch.Tensor:
-        return rows_of([j])[0]
-
-    return _lazy_greedy(n, k, rows_of, row_of, dtype, chunk, max_batch)
-
-
-# --------------------------------------------------------------------------------------------------------
-# GradMatch: OMP with a true NNLS refit
-# --------------------------------------------------------------------------------------------------------
 def _solve_upper_t(r: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     """Solve R^T Z = rhs for a small upper-triangular R (rhs a vector or a matrix)."""
     return scipy.linalg.solve_triangular(r, rhs, trans="T", lower=False, check_finite=False)
@@ -624,7 +294,7 @@ def omp_nnls(
     tol: float = 1e-6,
     *,
     gram: bool | None = None,
-    gram_bytes: int = _DENSE_BYTES,
+    gram_bytes: int = DENSE_BYTES,
     step_atoms: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """GradMatch: OMP toward `target` (the summed gradient) over atom rows, refit by ridge NNLS each step.
@@ -655,14 +325,14 @@ def omp_nnls(
     n = len(rows)
     if tuple(target.shape) != rows.vector_shape:
         raise ValueError(f"target must have shape {rows.vector_shape}, got {tuple(target.shape)}")
-    _check_k(k, n)
+    check_k(k, n)
     if lam < 0:
         raise ValueError(f"lam must be >= 0, got {lam}")
     if step_atoms < 1:
         raise ValueError(f"step_atoms must be >= 1, got {step_atoms}")
     if not (rows.all_finite() and DenseRows(target.reshape(1, -1)).all_finite()):
         raise ValueError("atoms or target contain NaN or inf")
-    dtype = _compute_dtype(rows.fields[0])
+    dtype = compute_dtype(rows.fields[0])
     rows = rows.to(dtype)
     b = target.detach().to(device="cpu", dtype=dtype)
     b64 = target.detach().to(device="cpu", dtype=torch.float64)
@@ -693,7 +363,7 @@ def omp_nnls(
     alpha0_t = torch.from_numpy(alpha0)
     tol2 = tol * tol * bnorm2
 
-    with _loop_threads():
+    with loop_threads():
         while st.s < k:
             s = st.s
             xs = torch.from_numpy(st.x[:s].copy()).to(dtype)
@@ -730,9 +400,6 @@ def omp_nnls(
     return picked[: st.s].clone(), w
 
 
-# --------------------------------------------------------------------------------------------------------
-# Glue
-# --------------------------------------------------------------------------------------------------------
 def fill_random(
     indices: torch.Tensor,
     weights: torch.Tensor,
@@ -746,7 +413,7 @@ def fill_random(
     fill); the shortfall is drawn uniformly without replacement from rows not kept (from `generator`,
     else torch's global RNG). Kept rows come first, in their given order.
     """
-    _check_k(k, n)
+    check_k(k, n)
     idx = torch.as_tensor(indices, dtype=torch.int64).reshape(-1).cpu()
     w = torch.as_tensor(weights).reshape(-1).cpu()
     if idx.shape != w.shape:
@@ -768,54 +435,3 @@ def fill_random(
     pool = torch.nonzero(free).reshape(-1)
     extra = pool[torch.randperm(pool.numel(), generator=generator)[:short]]
     return torch.cat([idx, extra]), torch.cat([w, torch.ones(short, dtype=wdtype)])
-
-
-def class_budgets(y: torch.Tensor, fraction: float, total: int) -> dict[int, int]:
-    """Per-class coreset budgets ceil(fraction * n_c), capped at n_c, then adjusted to sum to exactly total.
-
-    Over budget: take one away, repeatedly, from the class with the largest budget (ties: smallest class
-    id). Under budget (only when total exceeds the sum of ceilings): add one, repeatedly, to the class
-    with the most room n_c - budget (ties: smallest class id). Budgets stay within [0, n_c].
-    """
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
-    labels, counts = torch.unique(torch.as_tensor(y).reshape(-1), return_counts=True)
-    sizes = {int(c): int(m) for c, m in zip(labels.tolist(), counts.tolist())}
-    n = sum(sizes.values())
-    if not 0 <= total <= n:
-        raise ValueError(f"total must be in [0, {n}], got {total}")
-    budget = {c: min(m, math.ceil(fraction * m - 1e-9)) for c, m in sizes.items()}
-    excess = sum(budget.values()) - total
-    while excess > 0:
-        c = min(budget, key=lambda c: (-budget[c], c))
-        budget[c] -= 1
-        excess -= 1
-    while excess < 0:
-        c = min(budget, key=lambda c: (-(sizes[c] - budget[c]), c))
-        budget[c] += 1
-        excess += 1
-    return budget
-
-
-def matching_error(grads: torch.Tensor | Rows, indices: torch.Tensor, weights: torch.Tensor) -> float:
-    """Relative gradient-matching error ||sum_i g_i - sum_j w_j g_j|| / ||sum_i g_i|| (the ACS objective).
-
-    Computed in float64 (dense rows in row blocks); 0.0 when both norms vanish, inf when only the full sum does.
-    """
-    rows = as_rows(grads)
-    idx = torch.as_tensor(indices, dtype=torch.int64).reshape(-1).cpu()
-    w = torch.as_tensor(weights, dtype=torch.float64).reshape(-1).cpu()
-    if idx.shape != w.shape:
-        raise ValueError("indices and weights must have the same length")
-    step = max(1, _BLOCK_ELEMS // max(math.prod(rows.vector_shape), 1))
-
-    def weighted_sum(sel: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return sum((rows[sel[s : s + step]].to(torch.float64).combine(x[s : s + step]) for s in range(0, len(sel), step)),
-                   torch.zeros(rows.vector_shape, dtype=torch.float64))
-
-    full = weighted_sum(torch.arange(len(rows)), torch.ones(len(rows), dtype=torch.float64))
-    num = float(torch.linalg.vector_norm(full - weighted_sum(idx, w)))
-    den = float(torch.linalg.vector_norm(full))
-    if den == 0.0:
-        return 0.0 if num == 0.0 else math.inf
-    return num / den

@@ -4,27 +4,12 @@ features at x~."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
-from .base import SELECTORS, SelectionContext
-from .common import ModelSelector
-
-
-def kcenter_greedy(distance_to: Callable[[int], torch.Tensor], n: int, k: int, generator: torch.Generator) -> torch.Tensor:
-    """k picks: a random first centre, then each time argmax_i min_c d(i, c) (ties to the lower index)."""
-    first = int(torch.randint(n, (1,), generator=generator))
-    picks = [first]
-    nearest = distance_to(first).clone().float()
-    taken = torch.zeros(n, dtype=torch.bool, device=nearest.device)
-    taken[first] = True
-    for _ in range(k - 1):
-        j = int(torch.argmax(nearest.masked_fill(taken, -1.0)))
-        picks.append(j)
-        taken[j] = True
-        nearest = torch.minimum(nearest, distance_to(j).float())
-    return torch.tensor(picks)
+from ..algorithms.kcenter import kcenter_greedy
+from ..base import SELECTORS, SelectionContext
+from .families import ModelSelector
 
 
 @SELECTORS.register("kcenter", "k-center greedy on penultimate features: cover the feature space with k centres")

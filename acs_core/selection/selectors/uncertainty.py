@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import SELECTORS, SelectionContext
-from .common import ModelScoreSelector, option
+from ..base import SELECTORS, SelectionContext, option
+from .families import ModelScoreSelector
 
 
 @SELECTORS.register("uncertainty", "keep the most uncertain predictions: score=least_confidence | entropy | margin")

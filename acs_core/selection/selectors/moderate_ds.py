@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import SELECTORS, SelectionContext
-from .common import ModelSelector, option
+from ..algorithms.ranking import median_band
+from ..base import SELECTORS, SelectionContext, option
+from .families import ModelSelector
 
 
 def median(points: torch.Tensor) -> torch.Tensor:
@@ -18,13 +19,6 @@ def median(points: torch.Tensor) -> torch.Tensor:
     reference code; torch.median would return the lower one)."""
     ordered = points.sort(0).values
     return (ordered[(len(ordered) - 1) // 2] + ordered[len(ordered) // 2]) / 2
-
-
-def median_band(distances: torch.Tensor, k: int) -> torch.Tensor:
-    """Positions of the k values centred on the median rank (stable order; an odd surplus drops one more far value)."""
-    order = torch.sort(distances, stable=True).indices
-    start = (len(distances) - k) // 2
-    return order[start:start + k]
 
 
 @SELECTORS.register("moderate_ds", "Moderate-DS: keep the band around the median distance to the class centre (centre=mean|median)")

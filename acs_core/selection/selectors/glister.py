@@ -10,34 +10,17 @@ learning rate at the selection epoch.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
-from ..config import ConfigError
-from .base import SELECTORS, SelectionContext
-from .common import ModelSelector, option
-from .features import OnFeatures, Outputs, outputs_at_view, view_objective
-from .gradients import head_gradients
-
-
-def glister_greedy(grads: torch.Tensor, k: int, val_gradient: Any, head: torch.nn.Linear, eta: float) -> torch.Tensor:
-    """k greedy picks maximising g_i . val_gradient(head_S); head_S = head - eta * sum of the picks' gradients."""
-    head = copy.deepcopy(head)
-    c = head.bias.shape[0]
-    taken = torch.zeros(len(grads), dtype=torch.bool, device=grads.device)
-    picks = []
-    for _ in range(k):
-        gains = (grads @ val_gradient(head)).masked_fill(taken, -float("inf"))
-        j = int(torch.argmax(gains))
-        picks.append(j)
-        taken[j] = True
-        with torch.no_grad():
-            head.bias -= eta * grads[j, :c]
-            head.weight -= eta * grads[j, c:].view_as(head.weight)
-    return torch.tensor(picks)
+from ...config import ConfigError
+from ..algorithms.taylor import glister_greedy
+from ..base import SELECTORS, SelectionContext, option
+from ..gradients import OnFeatures, head_gradients
+from ..rows import FactoredGradients
+from ..views import Outputs, outputs_at_view, view_objective
+from .families import ModelSelector
 
 
 @SELECTORS.register("glister", "GLISTER: greedy one-step Taylor gain of the validation log-likelihood on last-layer gradients")
@@ -45,14 +28,17 @@ def glister_greedy(grads: torch.Tensor, k: int, val_gradient: Any, head: torch.n
 class Glister(ModelSelector):
     eta: float | None = option(None, minimum=0.0)  # step size of the one-step update; default: the run's learning rate
 
-    def prepare(self, ctx: SelectionContext) -> tuple[Outputs, Outputs]:
+    def prepare(self, ctx: SelectionContext) -> tuple[FactoredGradients, Outputs]:
         if ctx.validation is None or len(ctx.validation) == 0:
             raise ConfigError("val_size: glister needs the validation split; use val_size > 0")
         val = outputs_at_view(ctx.model, ctx.objective, ctx.validation, self.view, ctx.device, ctx.batch_size, ctx.timer, gradients=True)
-        return self.outputs(ctx, gradients=True), val
+        grads = self.outputs(ctx, gradients=True).gradients
+        assert grads is not None
+        return grads, val
 
-    def pick(self, data: tuple[Outputs, Outputs], members: torch.Tensor, k: int, ctx: SelectionContext) -> tuple[torch.Tensor, torch.Tensor]:
-        train, val = data
+    def pick(self, data: tuple[FactoredGradients, Outputs], members: torch.Tensor, k: int,
+             ctx: SelectionContext) -> tuple[torch.Tensor, torch.Tensor]:
+        grads, val = data
         eta = self.eta if self.eta is not None else ctx.lr
         if not eta > 0:
             raise ConfigError("selector.eta: glister needs a positive step size; set selector.eta or run with lr > 0")
@@ -61,5 +47,4 @@ class Glister(ModelSelector):
         def val_gradient(head: torch.nn.Linear) -> torch.Tensor:
             return head_gradients(OnFeatures(head), loss, val.clean, val.labels, val.adversarial).sum(0)  # type: ignore[arg-type]
 
-        assert train.gradients is not None
-        return glister_greedy(train.gradients[members.to(train.gradients.device)], k, val_gradient, ctx.model.head, eta), torch.ones(k)
+        return glister_greedy(grads[members.to(grads.device)].dense(), k, val_gradient, ctx.model.head, eta), torch.ones(k)

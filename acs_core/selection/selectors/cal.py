@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import SELECTORS, SelectionContext
-from .common import ModelScoreSelector, option
-from .features import nearest_neighbours, symmetric_kl
+from ..algorithms.kernels import nearest_neighbours, symmetric_kl
+from ..base import SELECTORS, SelectionContext, option
+from .families import ModelScoreSelector
 
 
 @SELECTORS.register("cal", "contrastive: keep the largest mean symmetric KL to the k nearest neighbours in feature space")

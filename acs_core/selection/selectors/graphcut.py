@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import SELECTORS
-from .common import option
-from .submodular import SubmodularSelector, graph_cut_greedy
+from ..algorithms.submodular import graph_cut_greedy
+from ..base import SELECTORS, option
+from .families import SubmodularSelector
 
 
 @SELECTORS.register("graphcut", "submodular graph cut, greedy, on the cosine kernel of last-layer gradients (space=features too)")

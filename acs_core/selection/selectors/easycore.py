@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import SELECTORS, SelectionContext
-from .common import ProxySelector, option
+from ..base import SELECTORS, SelectionContext, option
+from .families import ProxySelector
 
 
 @SELECTORS.register("easycore", "EasyCore: keep the lowest AIGN (mean input-gradient norm over proxy training; source=run: at the current model)")

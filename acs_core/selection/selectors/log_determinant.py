@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import SELECTORS
-from .common import option
-from .submodular import SubmodularSelector, log_det_greedy
+from ..algorithms.submodular import log_det_greedy
+from ..base import SELECTORS, option
+from .families import SubmodularSelector
 
 
 @SELECTORS.register("log_determinant", "greedy log det(K_S + lam I) on the cosine kernel of last-layer gradients (space=features too)")

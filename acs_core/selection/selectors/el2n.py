@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import SELECTORS, SelectionContext
-from .common import EarlyProxySelector
+from ..base import SELECTORS, SelectionContext
+from .families import EarlyProxySelector
 
 
 @SELECTORS.register("el2n", "EL2N: keep the largest error-vector norm at a proxy epoch, averaged over proxy inits (source=run: current model)")

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import SELECTORS, SelectionContext
-from .common import EarlyProxySelector
+from ..base import SELECTORS, SelectionContext
+from .families import EarlyProxySelector
 
 
 @SELECTORS.register("grand", "GraNd: keep the largest last-layer loss-gradient norm at a proxy epoch, averaged over proxy inits (source=run: current model)")

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import SELECTORS, Coreset, SelectionContext, Selector
+from ..base import SELECTORS, Coreset, SelectionContext, Selector
 
 
 @SELECTORS.register("full", "no selection: train on the whole training set every epoch (the baseline)")

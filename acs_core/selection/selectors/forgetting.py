@@ -13,16 +13,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import ConfigError
-from .base import SELECTORS, SelectionContext
-from .common import ProxySelector
-
-
-def forgetting_counts(correct: torch.Tensor) -> torch.Tensor:
-    """Forgetting events per sample from correctness at successive presentations (epochs, n); inf if never learned."""
-    correct = correct.bool()
-    events = (correct[:-1] & ~correct[1:]).sum(0).float()
-    return torch.where(correct.any(0), events, torch.tensor(float("inf")))
+from ...config import ConfigError
+from ..base import SELECTORS, SelectionContext
+from ..statistics import forgetting_counts
+from .families import ProxySelector
 
 
 @SELECTORS.register("forgetting", "forgetting events during proxy training: keep the most forgotten (never learned first)")
