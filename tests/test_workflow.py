@@ -1,5 +1,6 @@
-"""The Snakemake workflow: grid expansion and dry-run job counts, one-line config errors, the aggregation's
-arithmetic on hand-made records, and a smoke grid run end to end (tables, figures, report, reruns, failures)."""
+"""The Snakemake workflow: grid expansion and dry-run job counts, one-line config errors, the engine facade it
+talks to, the aggregation's arithmetic on hand-made records, what the figures plot, and a smoke grid run end to end
+(tables, figures, report, reruns, failures)."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -18,7 +20,12 @@ SNAKEFILE = ROOT / "workflow" / "Snakefile"
 sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
 
 import aggregate  # noqa: E402
-from grid import Grid, GridError, matched_epochs  # noqa: E402
+import plots  # noqa: E402
+from grid import Grid  # noqa: E402
+from jobs import Jobs  # noqa: E402
+from settings import GridError  # noqa: E402
+
+from acs_core.api import matched_epochs  # noqa: E402
 
 TABLES = [f"{t}.{ext}" for t in ("table1", "method_fraction", "timing") for ext in ("csv", "md", "tex", "html")]
 FIGURES = [f"{f}.{ext}" for f in ("robust_error_vs_speedup", "robust_acc_vs_eps", "pareto") for ext in ("png", "pdf")]
@@ -74,6 +81,21 @@ def test_grid_is_the_product_of_the_axes_with_shared_baselines():
     assert grid.score_job(craig) is None
 
 
+def test_score_jobs_follow_the_settings_acs_core_says_shape_them():
+    """Adversarial proxy scores: one job per objective, split by a swept attack key but not by kappa; clean scores are
+    shared by the objectives and not split by the attack key (acs_core.api.score_keys)."""
+    grid = Grid(grid_config(selectors={"easycore": {}, "adv": {"selector": "easycore", "options": {"view": "adversarial"}}},
+                            seeds=[0], sweep={"kappa": [0.3, 0.5], "attack_steps": [3, 5]}))
+    assert sorted(grid.score_jobs) == ["synthetic/clean/seed=0", *(f"synthetic/{o}/attack_steps={n}/seed=0"
+                                                                   for o in ("pgd_linf", "trades") for n in (3, 5))]
+    run = grid.runs["synthetic/trades/adv/c=0.3/kappa=0.5/attack_steps=5/seed=0"]
+    job = grid.score_job(run)
+    assert grid.score_settings(job) == {"dataset": "synthetic", "objective": "trades", "train_size": 200,
+                                        "attack_steps": 5, "seed": 0}
+    clean = grid.score_job(grid.runs["synthetic/trades/easycore/c=0.3/kappa=0.5/attack_steps=5/seed=0"])
+    assert grid.score_settings(clean) == {"dataset": "synthetic", "objective": "vanilla", "train_size": 200, "seed": 0}
+
+
 def test_compute_matched_baseline_trains_the_coreset_runs_epoch_equivalents():
     # E=10, kappa=0.5, c=0.3: round(0.3 * 5) = 2 full epochs + 0.3 * 5 coreset epochs = 3.5 -> 4 (Python rounds half to even)
     assert matched_epochs({"epochs": 10, "kappa": 0.5}, 0.3) == {"epochs": 4}
@@ -85,20 +107,17 @@ def test_compute_matched_baseline_trains_the_coreset_runs_epoch_equivalents():
     assert settings["selector"] == "full" and settings["epochs"] == 2 and "kappa" not in settings and "fraction" not in settings
 
 
-def test_validation_cache_skips_torch_only_for_an_unchanged_config(tmp_path):
-    cache = tmp_path / "grid-cache.json"
-    first = Grid(grid_config(), cache=cache)
-    assert Grid(grid_config(), cache=cache).selectors == first.selectors
-    with pytest.raises(GridError, match="selectors.magic"):  # another config is checked again
-        Grid(grid_config(selectors={"magic": {}}), cache=cache)
-    Grid(grid_config(), cache=cache)
-    probe = (f"import sys; sys.path[:0] = [{str(ROOT / 'workflow' / 'scripts')!r}, {str(ROOT)!r}]; import yaml; "
-             "from pathlib import Path; from grid import Grid; "
-             f"g = Grid(yaml.safe_load(sys.stdin.read()), cache=Path({str(cache)!r})); "
-             "print(len(g.runs), 'torch' in sys.modules)")
-    proc = subprocess.run([sys.executable, "-c", probe], input=yaml.safe_dump(grid_config()), capture_output=True,
-                          text=True, timeout=120)
-    assert proc.stdout.split() == [str(len(first.runs)), "False"], proc.stderr
+def test_workflow_asks_only_the_facade_which_imports_no_torch():
+    """workflow/ imports nothing of acs_core but acs_core.api, and neither the facade nor the workflow's modules import
+    torch; only the registry checks of a Grid do."""
+    sources = [p for p in (ROOT / "workflow").rglob("*") if p.suffix in (".py", ".smk") or p.name == "Snakefile"]
+    statements = {m.group(0).strip() for p in sources
+                  for m in re.finditer(r"^\s*(?:from|import)\s+acs_core\b.*$", p.read_text(), re.M)}
+    assert statements == {"from acs_core import api"}, statements
+    probe = (f"import sys; sys.path[:0] = [{str(ROOT / 'workflow' / 'scripts')!r}, {str(ROOT)!r}]; "
+             "import acs_core.api, settings, grid, jobs, aggregate; print('torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["False"], proc.stderr
 
 
 @pytest.mark.parametrize("change, field", [
@@ -111,6 +130,9 @@ def test_validation_cache_skips_torch_only_for_an_unchanged_config(tmp_path):
     ({"datasets": {"mnist9": {}}}, "datasets.mnist9"),
     ({"objectives": {"pgd_l7": {}}}, "objectives.pgd_l7"),
     ({"selectors": {"magic": {}}}, "selectors.magic"),
+    ({"defaults": {"model": "resnet9000"}}, "defaults: model: unknown model 'resnet9000'; valid: "),
+    ({"sweep": {"proxy_model": ["small_cnn", "mlp9"]}}, "sweep.proxy_model[1]: proxy_model: unknown model 'mlp9'"),
+    ({"objectives": {"trades": {"evaluation": {"suite": "slow"}}}}, "objectives.trades.evaluation.suite: unknown suite"),
     ({"selectors": {"craig": {"options": {"fo": 1}}}}, "selector.fo"),
     ({"sweep": {"kapa": [0.5]}}, "sweep.kapa"),
     ({"sweep": {"kappa": [0.5, 1.5]}}, "sweep.kappa[1]"),
@@ -118,6 +140,8 @@ def test_validation_cache_skips_torch_only_for_an_unchanged_config(tmp_path):
     ({"sweep": {"kappa": [0.5, 0.5]}}, "sweep.kappa"),  # a repeated value would silently merge its runs
     ({"sweep": {"epochs": [2, "2"]}}, "sweep.epochs[1]"),  # equal once typed
     ({"sweep": {"seed": [1, 2]}}, "sweep.seed: set by the grid"),
+    ({"speedup": "fast"}, "speedup: 'fast' is not one of ['compute', 'cpu', 'wall']"),
+    ({"reference": ["random"]}, "reference"),
 ])
 def test_bad_config_is_one_line_naming_the_field(change, field):
     with pytest.raises(GridError) as err:
@@ -144,7 +168,7 @@ def test_workflow_keys_outside_their_blocks_are_refused(change, key):
 def test_workflow_keys_where_they_belong_are_kept():
     grid = Grid(grid_config(datasets={"synthetic": {"train_size": 200, "axes": {"seeds": [1]}, "evaluation": {"test_size": 9}}},
                             objectives={"pgd_linf": {"evaluation": {"suite": "full"}}, "trades": {}}))
-    assert {r.seed for r in grid.runs.values()} == {1} and grid.dataset_settings["synthetic"] == {"train_size": 200}
+    assert {r.seed for r in grid.runs.values()} == {1} and grid.settings.datasets["synthetic"] == {"train_size": 200}
     run = grid.runs["synthetic/pgd_linf/full/c=1.0/seed=1"]
     assert grid.evaluation(run)["suite"] == "full" and grid.evaluation(run)["test_size"] == 9
 
@@ -156,10 +180,19 @@ def test_command_line_lists_and_mappings_are_typed_at_any_depth():
                             evaluation={"fgsm_eps": ["0.0", "0.1"], "test_size": "60"}))
     assert grid.config["fractions"] == [0.3, 0.5] and grid.config["allow_failed"] is False
     assert grid.config["evaluation"]["fgsm_eps"] == [0.0, 0.1] and grid.config["evaluation"]["test_size"] == 60
-    assert grid.axis("synthetic", "seeds") == [1] and grid.results == "007"  # a string where the schema wants one
-    assert grid.dataset_settings["synthetic"] == {"train_size": 200, "model": "small_cnn"}
+    assert grid.axis("synthetic", "seeds") == [1] and Jobs(grid).results == "007"  # a string where the schema wants one
+    assert grid.settings.datasets["synthetic"] == {"train_size": 200, "model": "small_cnn"}
     with pytest.raises(GridError, match=r"^config: fractions\.0: '\[0\.3' is not of type 'number'$"):
         Grid(grid_config(fractions=["[0.3"]))  # unreadable YAML: the schema's one line, no traceback
+
+
+def test_exponent_numbers_in_a_grid_file_are_numbers():
+    """PyYAML reads `5e-1` (no dot: not a YAML 1.1 float) as a string; where the schema wants a number it is one."""
+    grid = Grid(grid_config(**yaml.safe_load("fractions: [5e-1, 3.0e-1]\nevaluation: {fgsm_eps: [0, 3e-2]}")))
+    assert grid.config["fractions"] == [0.5, 0.3] and grid.config["evaluation"]["fgsm_eps"] == [0, 0.03]
+    assert "synthetic/trades/craig/c=0.5/seed=1" in grid.runs
+    with pytest.raises(GridError, match=r"^config: fractions\.0: 'nan' is not of type 'number'$"):
+        Grid(grid_config(fractions=["nan"]))
 
 
 def test_config_option_list_on_the_command_line(tmp_path):
@@ -186,7 +219,7 @@ def test_schema_error_stops_snakemake_with_one_line(tmp_path):
 def test_dry_run_counts_and_one_more_axis_value(tmp_path):
     """Jobs = the product of the axes + shared baselines and score jobs + collect, tables, 3 figures, all."""
     runs = 2 * 2 * (1 + 4 * 2)  # objectives x seeds x (baseline + labels x fractions)
-    shared = {"collect": 1, "tables": 1, "figure": 3, "all": 1}
+    shared = {"stage_data": 1, "collect": 1, "tables": 1, "figure": 3, "all": 1}
     assert job_counts(snakemake(tmp_path / "a", grid_config(), "-n")) == {
         "score": 2, "train": runs, "evaluate": runs, **shared}
     # one more fraction: one more run per (objective, seed, label); baselines and score jobs are shared
@@ -201,20 +234,36 @@ def test_dry_run_counts_and_one_more_axis_value(tmp_path):
 
 # ---------------------------------------------------------------------------------------------------- aggregation
 def _run_folder(root: Path, run: str, clean: float, robust: float, seconds: float, fgsm: float, epochs: int = 4,
-                proxy: float | None = None) -> dict:
-    """A finished run's folder; `proxy`: the seconds of the proxy-scores file its selection read."""
+                proxy: float | None = None, cpu: float | None = None, passes: int | None = None,
+                proxy_cost: tuple[float, int] = (0.0, 0), bound: tuple[float, float] | None = None,
+                attack: str | None = "PGD-20", strength: dict | None = None) -> dict:
+    """A finished run's folder; `proxy`: the seconds of the proxy-scores file its selection read, `proxy_cost` its CPU
+    seconds and sample-passes; `cpu` / `passes`: the run's training CPU seconds / sample-passes (None: a record from
+    before they were counted), `bound`: a coreset run's schedule bound and the ratio achieved; `attack`: eval.json's
+    robust_attack (None: an eval.json from before it was named, without the strength check); `strength`: the
+    strength check."""
     folder = root / run
     folder.mkdir(parents=True)
+    timings = {"training_epochs": seconds, "total": seconds + 1, "train_attack": seconds / 2}
     metrics = {"config": {"epochs": epochs}, "final": {"clean_acc": 0.0, "robust_acc": 0.0},
                "resolved": {"train_samples": 100},
                "history": [{"train_samples": 100}, {"train_samples": 50}],
-               "timings": {"training_epochs": seconds, "total": seconds + 1, "train_attack": seconds / 2},
-               "selections": [] if proxy is None else [{"epoch": 1, "proxy_seconds": proxy}],
+               "timings": timings if cpu is None else {**timings, "cpu": {"train_attack": cpu / 2, "training_epochs": cpu}},
+               "selections": [] if proxy is None else [{"epoch": 1, "proxy_seconds": proxy, "proxy_cpu_seconds": proxy_cost[0]}],
                "environment": {"host": "h", "device": "cpu"}}
+    if passes is not None:
+        metrics["compute"] = {"passes": {"train_attack": {"forward": passes // 2, "backward": passes // 4},
+                                         "train_step": {"forward": passes // 8, "backward": passes // 8},
+                                         "evaluation": {"forward": 100, "backward": 80}},
+                              "training_passes": passes, "evaluation_passes": 180, "epoch_passes": passes // 4,
+                              "training_epoch_equivalents": 4.0, "proxy_passes": proxy_cost[1],
+                              "schedule_bound": bound and bound[0], "bound_ratio": bound and bound[1]}
     evaluation = {"suite": "quick", "norm": "linf", "eps": 0.1, "clean_acc": clean, "robust_acc": robust,
-                  "attacks": {"pgd20_linf": {"acc": robust}}, "seconds": 1.0,
+                  "attacks": {"pgd20_linf": {"acc": robust}}, "seconds": 1.0, "test_samples": 500,
                   "curves": {"fgsm_linf": [{"eps": 0.0, "acc": clean}, {"eps": 0.1, "acc": fgsm}]},
                   "sanity": {"possible_gradient_masking": False}}
+    if attack is not None:
+        evaluation.update(robust_attack=attack, strength_check=strength)
     (folder / "metrics.json").write_text(json.dumps(metrics))
     (folder / "eval.json").write_text(json.dumps(evaluation))
     return {"dir": str(folder), "scores": None if proxy is None else str(root / "scores.npz")}
@@ -242,30 +291,34 @@ def test_aggregation_of_hand_made_records(tmp_path):
     assert records.loc[4, "log"] == "logs/c2.log" and records.loc[0, "acc_fgsm_linf_sweep"] == 50.0
     assert records.loc[0, "epoch_equivalents"] == 1.5 and len(curves) == 12
 
-    numeric, shown = aggregate.table1(records, [])
+    numeric, shown, _ = aggregate.table1(records, [])
     full, craig = numeric.iloc[0], numeric.iloc[1]
     assert (full["complete"], full["runs"], craig["complete"], craig["runs"], craig["failed"]) == (2, 3, 2, 3, 1)
     assert craig["clean_acc_mean"] == pytest.approx(78.5) and craig["clean_acc_std"] == pytest.approx(math.sqrt(0.5))
     assert craig["d_clean_mean"] == pytest.approx(((78 - 80) + (79 - 82)) / 2)
     assert craig["robust_acc_mean"] == pytest.approx(39.0) and craig["robust_acc_std"] == pytest.approx(math.sqrt(8.0))
     assert craig["d_robust_mean"] == pytest.approx(((37 - 40) + (41 - 44)) / 2)
-    assert craig["speedup_mean"] == pytest.approx(2.5) and craig["speedup_std"] == pytest.approx(math.sqrt(0.5))
+    assert craig["speedup_wall_mean"] == pytest.approx(2.5) and craig["speedup_wall_std"] == pytest.approx(math.sqrt(0.5))
     assert craig["time_min_mean"] == pytest.approx(1.0) and full["time_min_mean"] == pytest.approx(2.5)
-    assert full["speedup_mean"] == pytest.approx(1.0) and pd.isna(craig["proxy_min_mean"])
-    assert list(shown.iloc[1][["ACC (%)", "RACC (%)", "proxy scores (min)", "total time (min)", "speed-up", "runs"]]) == [
-        "78.50 ± 0.71 (-2.50)", "39.00 ± 2.83 (-3.00)", "-", "1.00 ± 0.00 (-1.50)", "2.50 ± 0.71", "2/3 (1 failed)"]
-    assert shown.iloc[0]["ACC (%)"] == "81.00 ± 1.41"
+    assert full["speedup_wall_mean"] == pytest.approx(1.0) and pd.isna(craig["proxy_min_mean"])
+    # mean ± 95% interval over 2 seeds (t = 12.71 x std / sqrt 2), paired difference from full (-3, -3 points: * marks
+    # an interval that excludes zero); records without CPU seconds and sample-passes: those speed-ups unknown
+    assert list(shown.iloc[1][["ACC (%)", "RACC, PGD-20 (%)", "proxy scores (min)", "total time (min)",
+                               "speed-up by wall clock", "speed-up by compute", "runs"]]) == [
+        "78.50 ± 6.35 (-2.50 ± 6.35)", "39.00 ± 25.41 (-3.00 ± 0.00*)", "-", "1.00 ± 0.00 (-1.50 ± 6.35)",
+        "2.50 ± 6.35", "-", "2/3 (1 failed)"]
+    assert shown.iloc[0]["ACC (%)"] == "81.00 ± 12.71"
     # easycore: 30 s training + 30 s proxy scoring = 1 min total; speed-up 120/60 and 180/60 (training alone: 4 and 6)
     easycore = numeric.iloc[2]
     assert easycore["proxy_min_mean"] == pytest.approx(0.5) and easycore["time_min_mean"] == pytest.approx(1.0)
-    assert easycore["speedup_mean"] == pytest.approx(2.5) and easycore["d_time_min_mean"] == pytest.approx(-1.5)
-    assert list(shown.iloc[2][["proxy scores (min)", "total time (min)", "speed-up"]]) == [
-        "0.50 ± 0.00", "1.00 ± 0.00 (-1.50)", "2.50 ± 0.71"]
+    assert easycore["speedup_wall_mean"] == pytest.approx(2.5) and easycore["d_time_min_mean"] == pytest.approx(-1.5)
+    assert list(shown.iloc[2][["proxy scores (min)", "total time (min)", "speed-up by wall clock"]]) == [
+        "0.50 ± 0.00", "1.00 ± 0.00 (-1.50 ± 6.35)", "2.50 ± 6.35"]
 
-    numeric, shown = aggregate.method_fraction(records, [])
+    numeric, shown, _ = aggregate.method_fraction(records, [])
     assert list(shown.columns[3:]) == ["clean c=1", "FGSM c=1", "PGD-20 c=1", "clean c=0.5", "FGSM c=0.5", "PGD-20 c=0.5"]
     assert numeric.loc[1, "acc_fgsm_linf_sweep@0.5_mean"] == pytest.approx(48.0)
-    numeric, shown = aggregate.timing(records, [])
+    numeric, shown, _ = aggregate.timing(records, [])
     assert numeric.loc[1, "t_train_attack_mean"] == pytest.approx(30.0)
     assert list(shown.iloc[2][["training total (s)", "proxy scores job (s)", "total: training + proxy (s)"]]) == [
         "30.0", "30.0", "60.0"]
@@ -275,7 +328,7 @@ def test_aggregation_of_hand_made_records(tmp_path):
     assert rel == pytest.approx(5.0)
     written = aggregate.write_tables(records, [], tmp_path / "tables")
     assert sorted(p.name for p in written) == sorted(TABLES)
-    assert r"78.50 $\pm$ 0.71 (-2.50)" in (tmp_path / "tables" / "table1.tex").read_text()
+    assert r"78.50 $\pm$ 6.35 (-2.50 $\pm$ 6.35)" in (tmp_path / "tables" / "table1.tex").read_text()
 
 
 def test_tables_carry_every_swept_axis():
@@ -286,11 +339,10 @@ def test_tables_carry_every_swept_axis():
               "kappa": k, "baseline": "b", "status": "complete", "clean_acc": 70.0 + 10 * k, "robust_acc": 35.0,
               "time_train": 100.0 * k} for k in (0.3, 0.5)]
     records = pd.DataFrame(rows)
-    for build in aggregate.TABLES.values():
-        numeric, shown = build(records, ["kappa"])
+    for numeric, shown, _ in aggregate.build_tables(records, ["kappa"]).values():
         assert "kappa" in numeric and list(shown["kappa"]) == ["-", 0.3, 0.5]
-    numeric, shown = aggregate.table1(records, ["kappa"])
-    assert list(numeric["speedup_mean"]) == pytest.approx([1.0, 1 / 0.3, 2.0])
+    numeric, shown, _ = aggregate.table1(records, ["kappa"])
+    assert list(numeric["speedup_wall_mean"]) == pytest.approx([1.0, 1 / 0.3, 2.0])
     assert list(shown["ACC (%)"]) == ["80.00", "73.00 (-7.00)", "75.00 (-5.00)"]
 
 
@@ -300,34 +352,268 @@ def test_a_swept_axis_is_never_overwritten_by_a_run_metric(tmp_path):
     grid = Grid(grid_config(objectives={"pgd_linf": {}}, seeds=[0], selectors={"matched": {"selector": "compute_matched"}},
                             sweep={"epochs": [4, 6]}))
     manifest = []
-    for row in grid.manifest():
+    for row in Jobs(grid).manifest():
         epochs = grid.train_settings(grid.runs[row["run"]])["epochs"]
         manifest.append({**row, **_run_folder(tmp_path, row["run"], 70.0, 30.0, 10.0 * epochs, 35.0, epochs=epochs)})
     records, _ = aggregate.collect(manifest)
     matched = records[records["selector"] == "matched"]
     assert list(matched["epochs"]) == ["4", "4", "6", "6"] and list(matched["run_epochs"]) == [2, 2, 2, 4]
     assert list(records["run_device"]) == ["cpu"] * 6
-    numeric, shown = aggregate.table1(records, ["epochs"])
+    numeric, shown, _ = aggregate.table1(records, ["epochs"])
     assert list(shown["epochs"]) == ["4", "4", "4", "6", "6", "6"] and list(numeric["runs"]) == [1] * 6
-    assert list(numeric["speedup_mean"]) == pytest.approx([1.0, 4 / 2, 4 / 2, 1.0, 6 / 2, 6 / 4])
+    assert list(numeric["speedup_wall_mean"]) == pytest.approx([1.0, 4 / 2, 4 / 2, 1.0, 6 / 2, 6 / 4])
 
 
-def test_figures_with_and_without_finished_runs(tmp_path):
-    import plots
+SEEDS2 = {  # selector -> per seed (clean, robust, wall s, CPU s, sample-passes), fraction 0.5 (full: 1.0)
+    "full": [(80, 40, 100, 190, 10000), (82, 44, 140, 210, 10000)],
+    "random": [(75, 35, 40, 60, 4000), (77, 38, 60, 80, 4000)],
+    "craig": [(77, 37, 50, 90, 5000), (78, 41, 50, 100, 5200)],
+    "easycore": [(76, 36, 30, 50, 3000), (79, 40, 30, 50, 3000)],  # + its proxy-scores job: 10 s, 20 CPU s, 1000 passes
+}
 
-    manifest = [{"run": f"d/o/{sel}/0", "dataset": "d", "objective": "o", "selector": sel, "method": sel,
-                 "fraction": frac, "seed": 0, "baseline": "d/o/full/0",
-                 **_run_folder(tmp_path, sel, clean, robust, seconds, robust + 5)}
-                for sel, frac, clean, robust, seconds in (("full", 1.0, 80, 40, 100), ("random", 0.3, 75, 30, 30),
-                                                          ("craig", 0.3, 77, 35, 40))]
+
+def _two_seed_grid(root: Path, seeds: tuple[int, ...] = (0, 1)) -> pd.DataFrame:
+    """Records of a synthetic grid (SEEDS2): craig's seed 1 flagged by the attack-strength check."""
+    manifest = []
+    for sel, runs in SEEDS2.items():
+        for seed in seeds:
+            clean, robust, wall, cpu, passes = runs[seed]
+            proxy = {"proxy": 10.0, "proxy_cost": (20.0, 1000)} if sel == "easycore" else {}
+            bound = (1.8, 0.9) if sel != "full" else None
+            strength = {"gap": 5.0 if (sel, seed) == ("craig", 1) else 1.0, "flagged": (sel, seed) == ("craig", 1)}
+            manifest.append({"run": f"d/o/{sel}/{seed}", "dataset": "d", "objective": "o", "selector": sel, "method": sel,
+                             "fraction": 1.0 if sel == "full" else 0.5, "seed": seed, "baseline": f"d/o/full/{seed}",
+                             **_run_folder(root, f"{sel}{seed}", clean, robust, wall, robust - 5, cpu=cpu, passes=passes,
+                                           bound=bound, strength=strength, **proxy)})
+    return aggregate.collect(manifest)[0]
+
+
+def test_table1_intervals_speedups_and_reference_of_a_two_seed_grid(tmp_path):
+    """Table 1 of a 2-seed grid against hand-computed numbers: mean ± t_{0.975,1} std / sqrt(2) for ACC, RACC and the
+    three speed-ups (wall clock, CPU seconds, compute; the proxy-scores job counted in each), the paired differences
+    from full training and from random (same seed) with their intervals, * where an interval excludes zero, RACC named
+    by its attack, the attack-strength flag; records carry the schedule bound and the strength check."""
+    records = _two_seed_grid(tmp_path)
+    craig = records[records["selector"] == "craig"]
+    assert list(craig["strength_gap"]) == [1.0, 5.0] and list(craig["strength_flagged"]) == [False, True]
+    assert list(craig["schedule_bound"]) == [1.8, 1.8] and list(craig["bound_ratio"]) == [0.9, 0.9]
+    assert list(craig["robust_attack"]) == ["PGD-20"] * 2 and list(craig["passes_train_attack"]) == [3750, 3900]
+
+    def interval(values: list[float]) -> tuple[float, float]:
+        return float(np.mean(values)), T_1 * float(np.std(values, ddof=1)) / math.sqrt(2)
+
+    def per_seed(sel: str, column: int, proxy: float = 0.0) -> list[float]:
+        return [SEEDS2["full"][s][column] / (SEEDS2[sel][s][column] + proxy) for s in (0, 1)]
+
+    numeric, shown, notes = aggregate.table1(records, [])
+    rows = numeric.set_index("selector")
+    expected = {
+        ("craig", "robust_acc"): interval([37, 41]), ("craig", "d_robust"): interval([37 - 40, 41 - 44]),
+        ("craig", "r_robust"): interval([37 - 35, 41 - 38]), ("craig", "r_clean"): interval([77 - 75, 78 - 77]),
+        ("craig", "clean_acc"): interval([77, 78]), ("craig", "speedup_wall"): interval(per_seed("craig", 2)),
+        ("craig", "speedup_cpu"): interval(per_seed("craig", 3)), ("craig", "speedup_compute"): interval(per_seed("craig", 4)),
+        ("easycore", "speedup_wall"): interval(per_seed("easycore", 2, 10.0)),
+        ("easycore", "speedup_cpu"): interval(per_seed("easycore", 3, 20.0)),
+        ("easycore", "speedup_compute"): interval(per_seed("easycore", 4, 1000.0)),
+        ("easycore", "r_robust"): interval([36 - 35, 40 - 38]), ("full", "clean_acc"): interval([80, 82]),
+    }
+    for (sel, column), (mean, half) in expected.items():
+        assert (rows.loc[sel, f"{column}_mean"], rows.loc[sel, f"{column}_ci"]) == pytest.approx((mean, half)), (sel, column)
+    assert pd.isna(rows.loc["random", "r_robust_mean"]) and pd.isna(rows.loc["full", "d_robust_mean"])
+
+    assert list(shown.columns) == ["dataset", "objective", "selector", "c", "ACC (%)", "RACC, PGD-20 (%)",
+                                   "ACC − random (%)", "RACC − random (%)", "proxy scores (min)", "total time (min)",
+                                   "speed-up by wall clock", "speed-up by CPU seconds", "speed-up by compute", "runs"]
+    cells = shown.set_index("selector")
+    # RACC 39 ± 2 T_1; from full -3, -3: interval 0, excludes zero (*); from random +2, +3: 2.5 ± T_1 / 2, includes it
+    assert cells.loc["craig", "RACC, PGD-20 (%)"] == f"39.00 ± {2 * T_1:.2f} (-3.00 ± 0.00*)†"
+    assert cells.loc["craig", "RACC − random (%)"] == f"+2.50 ± {T_1 / 2:.2f}"
+    assert cells.loc["craig", "speed-up by compute"] == "{:.2f} ± {:.2f}".format(*interval(per_seed("craig", 4)))
+    assert cells.loc["easycore", "speed-up by compute"] == "2.50 ± 0.00"  # 10000 / (3000 + 1000), deterministic
+    assert cells.loc["random", "RACC − random (%)"] == "-" and cells.loc["full", "ACC (%)"] == f"81.00 ± {T_1:.2f}"
+    assert any("95% confidence interval over seeds (Student t" in n for n in notes)
+    assert any("paired difference (same seed) from random" in n for n in notes)
+    assert any(n.startswith("†: 1 run(s) flagged by the attack-strength check") for n in notes)
+    assert not any("seeds are needed" in n for n in notes)
+    records.to_csv(tmp_path / "records.csv", index=False)  # what the tables rule reads: the same table
+    assert aggregate.table1(pd.read_csv(tmp_path / "records.csv"), []).shown.equals(shown)
+
+    # the timing table: the same three speed-ups, the totals with the proxy-scores job
+    numeric, shown, _ = aggregate.timing(records, [])
+    cells = shown.set_index("selector")
+    assert cells.loc["easycore", "total CPU: training + proxy (s)"] == "70.0"
+    assert cells.loc["easycore", "sample-passes: training + proxy"] == "4000"
+    assert cells.loc["craig", "speed-up by CPU seconds"] == "{:.2f} ± {:.2f}".format(*interval(per_seed("craig", 3)))
+
+    # the written tables carry the notes under the formatted table
+    aggregate.write_tables(records, [], tmp_path / "tables")
+    md, tex, html = ((tmp_path / "tables" / f"table1.{ext}").read_text() for ext in ("md", "tex", "html"))
+    assert "RACC, PGD-20 (%)" in md and md.rstrip().endswith("strength_gap in records.csv)")
+    assert r"\par{\footnotesize $\pm$ : 95\% confidence interval over seeds" in tex
+    assert "<p style='font:12px sans-serif'>± : 95% confidence interval over seeds" in html
+
+
+def test_one_seed_shows_binomial_errors_and_asks_for_seeds(tmp_path):
+    """One seed: accuracies carry sqrt(p (1 - p) / n_test) (500 test images), no intervals, and the notes say that
+    seeds are needed; a grid without the reference selector leaves its columns out with a note."""
+    records = _two_seed_grid(tmp_path, seeds=(0,))
+    numeric, shown, notes = aggregate.table1(records, [], reference="glister")
+    cells = shown.set_index("selector")
+    se = 100 * math.sqrt(0.37 * 0.63 / 500)  # craig's RACC 37 %
+    assert cells.loc["craig", "RACC, PGD-20 (%)"] == f"37.00 (SE {se:.2f}) (-3.00)"
+    assert numeric.set_index("selector").loc["craig", "robust_acc_se"] == pytest.approx(se)
+    assert not any("−" in c for c in shown.columns)
+    assert any("no comparison with a reference selector" in n and "'glister'" in n for n in notes)
+    assert any("binomial standard error" in n and "500 test images" in n and "seeds are needed" in n for n in notes)
+    assert not any("Student t" in n for n in notes)
+    (panel,) = _plotted(plots.pareto(records, pd.DataFrame(columns=["run", "curve", "eps", "acc"]), []))
+    assert panel["x"] == "total compute (epochs of full-data adversarial training), proxy scores included"
+    assert panel["bars"][(10000 / 2500, 37.0)] == pytest.approx({"x": 0.0, "y": se})  # passes / epoch_passes
+    assert "seeds are needed" in panel["note"]
+
+
+def test_racc_is_named_by_its_attack_or_mixed(tmp_path):
+    """Headers and axis labels name the attack behind RACC (eval.json robust_attack); runs with different attacks
+    give `mixed` and a note; an eval.json from before attacks were named leaves RACC plain and its strength columns
+    empty."""
+    rows = [("full", 1.0, "APGD-CE+APGD-DLR+PGD-20"), ("craig", 0.5, "APGD-CE+APGD-DLR+PGD-20"), ("random", 0.5, "PGD-20")]
+    manifest = [{"run": sel, "dataset": "d", "objective": "o", "selector": sel, "method": sel, "fraction": frac,
+                 "seed": 0, "baseline": "full", **_run_folder(tmp_path, sel, 80.0, 40.0, 10.0, 30.0, attack=attack)}
+                for sel, frac, attack in rows]
     records, curves = aggregate.collect(manifest)
+    table = aggregate.table1(records.iloc[:2], [])
+    assert "RACC, APGD-CE+APGD-DLR+PGD-20 (%)" in table.shown.columns
+    table = aggregate.table1(records, [])
+    assert "RACC, mixed (%)" in table.shown.columns and any("differ between runs" in n for n in table.notes)
+    assert list(table.numeric["robust_attack"]) == ["APGD-CE+APGD-DLR+PGD-20", "APGD-CE+APGD-DLR+PGD-20", "PGD-20"]
+    (panel,) = _plotted(plots.robust_error_vs_speedup(records, curves, [], "wall"))
+    assert panel["y"] == "relative robust error, mixed (%)"
+
+    old = [{**m, "dir": str(tmp_path / "old"), **_run_folder(tmp_path, "old", 80.0, 40.0, 10.0, 30.0, attack=None)}
+           for m in manifest[:1]]
+    records, _ = aggregate.collect(old)
+    assert pd.isna(records.loc[0, "robust_attack"]) and pd.isna(records.loc[0, "strength_gap"])
+    assert "RACC (%)" in aggregate.table1(records, []).shown.columns
+
+
+def test_failure_marker_keeps_the_engines_divergence(tmp_path):
+    """mark_failed merges a failed.json the engine wrote (a diverged run) instead of overwriting it, adding the log;
+    the records mark the run failed with the engine's status and Table 1 shows it."""
+    import mark_failed
+
+    run = tmp_path / "runs" / "full"
+    run.mkdir(parents=True)
+    engine = {"stage": "train", "status": "diverged", "epoch": 3, "step": 7,
+              "error": "training diverged: non-finite loss (nan) at epoch 3, step 7 (counted from 0); lower lr and rerun"}
+    (run / "failed.json").write_text(json.dumps(engine))
+    log = tmp_path / "train.log"
+    log.write_text("epoch 3 ...\nTraceback: DivergedError\n")
+    assert mark_failed.main(str(run / "failed.json"), "train", str(log)) == 1
+    assert json.loads((run / "failed.json").read_text()) == {**engine, "log": str(log)}
+    other = tmp_path / "runs" / "other" / "failed.json"  # no engine marker: stage, log and the log's last line
+    assert mark_failed.main(str(other), "evaluate", str(log)) == 1
+    assert json.loads(other.read_text()) == {"stage": "evaluate", "error": "Traceback: DivergedError", "log": str(log)}
+
+    manifest = [{"run": "full", "dataset": "d", "objective": "o", "selector": "full", "method": "full", "fraction": 1.0,
+                 "seed": 0, "baseline": "full", "dir": str(run), "scores": None}]
+    records, _ = aggregate.collect(manifest)
+    assert records.loc[0, "status"] == "failed" and records.loc[0, "failed_status"] == "diverged"
+    assert (records.loc[0, "failed_epoch"], records.loc[0, "failed_step"]) == (3, 7)
+    assert aggregate.table1(records, []).shown.loc[0, "runs"] == "0/1 (1 failed: 1 diverged)"
+
+
+def _bars(ax) -> dict[tuple[float, float], dict[str, float]]:
+    """The error bars of a panel: (x, y) of the point -> {"x": half-length, "y": half-length} of its bars."""
+    bars: dict[tuple[float, float], dict[str, float]] = {}
+    for container in ax.containers:
+        kinds = ["x"] * container.has_xerr + ["y"] * container.has_yerr
+        for kind, collection in zip(kinds, container.lines[2]):
+            for (x0, y0), (x1, y1) in collection.get_segments():
+                bars.setdefault((round((x0 + x1) / 2, 9), round((y0 + y1) / 2, 9)), {})[kind] = max(x1 - x0, y1 - y0) / 2
+    return bars
+
+
+def _plotted(fig) -> list[dict]:
+    """What each panel of a figure shows: title, axis labels, texts, the data of every labelled line and scatter, the
+    error bars; `note`: the figure's line under the panels."""
+    panels = []
+    for ax in fig.axes:
+        lines = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines()
+                 if not line.get_label().startswith("_")}
+        points: dict[str, list] = {}
+        for col in ax.collections:
+            if isinstance(col, plots.matplotlib.collections.PathCollection):
+                points.setdefault(col.get_label(), []).extend(tuple(map(float, xy)) for xy in col.get_offsets())
+        panels.append({"title": ax.get_title(), "x": ax.get_xlabel(), "y": ax.get_ylabel(), "lines": lines,
+                       "points": points, "texts": [t.get_text() for t in ax.texts], "bars": _bars(ax),
+                       "note": " ".join(t.get_text() for t in fig.texts)})
+    plots.plt.close(fig)
+    return panels
+
+
+T_1 = 12.706204736174698  # t_{0.975, 1}: the 95% interval of 2 seeds is mean ± T_1 * std / sqrt(2)
+
+
+def test_figures_plot_the_records(tmp_path):
+    """Each figure's lines and points are the seed means of the records (hand-computed), on labelled axes, with the 95%
+    intervals over seeds as error bars; without finished runs a figure says so. Two seeds of full (100 / 140 s,
+    RACC 40 / 44), random c=0.3 and craig c=0.3, 0.5; the x axes by wall clock (the grid key speedup)."""
+    rows = [("full", 1.0, 80, 40, 100), ("random", 0.3, 75, 30, 30), ("craig", 0.3, 77, 35, 40), ("craig", 0.5, 78, 38, 60)]
+    manifest = [{"run": f"d/o/{sel}/{frac}/{seed}", "dataset": "d", "objective": "o", "selector": sel, "method": sel,
+                 "fraction": frac, "seed": seed, "baseline": f"d/o/full/1.0/{seed}",  # seed 1: 4 points more robust,
+                 **_run_folder(tmp_path, f"{sel}{frac}_{seed}", clean, robust + 4 * seed,  # 1.4x the time
+                               seconds * (1 + 0.4 * seed), robust + 4 * seed - 10)}
+                for sel, frac, clean, robust, seconds in rows for seed in (0, 1)]
+    records, curves = aggregate.collect(manifest)
+
+    (panel,) = _plotted(plots.robust_error_vs_speedup(records, curves, [], "wall"))
+    # speed-up = baseline time / run time (the same ratio for both seeds); relative robust error vs the same seed's full
+    errors = {robust: [100 * ((100 - robust - 4 * s) - (60 - 4 * s)) / (60 - 4 * s) for s in (0, 1)]
+              for _, _, _, robust, _ in rows}
+    error = {robust: np.mean(e) for robust, e in errors.items()}
+    assert panel["title"] == "d / o" and panel["x"] == "speed-up over full training, by wall clock (x)"
+    assert panel["y"] == "relative robust error, PGD-20 (%)" and set(panel["lines"]) == {"random", "craig"}
+    assert np.allclose(panel["lines"]["random"], [[100 / 30], [error[30]]])
+    assert np.allclose(panel["lines"]["craig"], [[100 / 40, 100 / 60], [error[35], error[38]]])  # by fraction
+    assert panel["points"] == {"full (baseline)": [(1.0, 0.0)]} and panel["texts"] == ["c=0.3", "c=0.3", "c=0.5"]
+    # error bars: no spread in the speed-up; the relative error's 95% interval over the two seeds
+    bars = {(round(x, 9), round(y, 9)): {"x": 0.0, "y": T_1 * np.std(errors[r], ddof=1) / np.sqrt(2)}
+            for x, r in ((100 / 30, 30), (100 / 40, 35), (100 / 60, 38)) for y in [error[r]]}
+    assert panel["bars"].keys() == bars.keys() and all(panel["bars"][k] == pytest.approx(v) for k, v in bars.items())
+    assert panel["note"] == "error bars: 95% confidence interval over seeds (Student t)"
+
+    (panel,) = _plotted(plots.robust_acc_vs_eps(records, curves, []))
+    assert (panel["title"], panel["x"], panel["y"]) == ("d / o", plots.CURVE_AXIS["fgsm_linf"], "accuracy (%)")
+    assert set(panel["lines"]) == {"full c=1", "random c=0.3", "craig c=0.3", "craig c=0.5"}
+    for sel, frac, clean, robust, _ in rows:  # eps 0: the clean accuracy; eps 0.1: the FGSM accuracy, mean over seeds
+        assert np.allclose(panel["lines"][f"{sel} c={frac:g}"], [[0.0, 0.1], [clean, robust + 2 - 10]]), sel
+        # eps 0: the same clean accuracy for both seeds; eps 0.1: 4 points apart, std 2 sqrt(2)
+        assert panel["bars"][(0.1, robust + 2 - 10)]["y"] == pytest.approx(T_1 * 2) and panel["bars"][(0.0, clean)] == {"y": 0}
+
+    (panel,) = _plotted(plots.pareto(records, curves, [], "wall"))
+    assert (panel["x"], panel["y"]) == ("total time (min), proxy scores included", "RACC, PGD-20 (%)")
+    minutes = {robust: seconds * 1.2 / 60 for _, _, _, robust, seconds in rows}  # mean of 1x and 1.4x the seconds
+    expected = {"full": [(minutes[40], 42.0)], "random": [(minutes[30], 32.0)],
+                "craig": [(minutes[35], 37.0), (minutes[38], 40.0)]}
+    assert set(panel["points"]) == set(expected)
+    assert all(np.allclose(sorted(panel["points"][label]), points) for label, points in expected.items())
+    # the front: every point is faster or more robust than all slower ones here, so all four, by time
+    front = sorted((minutes[r], r + 2.0) for r in minutes)
+    assert np.allclose(panel["lines"]["Pareto front"], list(zip(*front)))
+    bars = {round(minutes[r], 9): {"x": T_1 * np.std([seconds / 60, seconds * 1.4 / 60], ddof=1) / np.sqrt(2), "y": T_1 * 2}
+            for _, _, _, r, seconds in rows}
+    assert sorted(panel["bars"]) == sorted((round(m, 9), r + 2.0) for r, m in minutes.items())
+    assert all(bar == pytest.approx(bars[x]) for (x, _), bar in panel["bars"].items())
+
     failed = records.assign(status="failed")[["run", "dataset", "objective", "selector", "fraction", "seed", "baseline",
                                               "status"]]
-    for name in plots.FIGURES:
-        for label, recs, curv in (("ok", records, curves), ("failed", failed, curves.iloc[0:0])):
-            png, pdf = tmp_path / f"{name}_{label}.png", tmp_path / f"{name}_{label}.pdf"
-            plots.draw(name, recs, curv, [], png, pdf)
-            assert png.stat().st_size > 1000 and pdf.stat().st_size > 1000
+    for name, message in (("robust_error_vs_speedup", "no finished coreset run"),
+                          ("robust_acc_vs_eps", "no accuracy-vs-eps curves"), ("pareto", "no finished run")):
+        (panel,) = _plotted(plots.FIGURES[name](failed, curves.iloc[0:0], []))
+        assert panel["lines"] == {} and panel["points"] == {} and panel["texts"][0].startswith(message), name
+        png, pdf = tmp_path / f"{name}.png", tmp_path / f"{name}.pdf"
+        plots.draw(name, records, curves, [], png, pdf)
+        assert png.read_bytes()[:4] == b"\x89PNG" and pdf.read_bytes()[:4] == b"%PDF"
 
 
 # ---------------------------------------------------------------------------------------------------- end to end
@@ -367,14 +653,14 @@ def test_smoke_grid_end_to_end(tmp_path):
     assert proc.returncode == 0 and report.stat().st_size > 10_000, proc.stderr[-3000:]
     assert "Table-1 style" in report.read_text() and "pareto.png" in report.read_text()  # captions and figures inside
 
-    # a run that fails (its data is missing) is reported with its log; allow_failed then aggregates and marks it
+    # a data set that is missing fails its staging, reported with its log; allow_failed then aggregates and marks its run
     broken = {**SMOKE, "datasets": {**SMOKE["datasets"], "fashion_mnist": {"data_dir": str(tmp_path / "nowhere"),
                                                                            "axes": {"selectors": ["full"]}}}}
     proc = snakemake(tmp_path, broken, "--keep-going")
-    log = "results/logs/train/fashion_mnist/pgd_linf/full/c=1.0/seed=0.log"
+    log = "results/logs/data/fashion_mnist.log"
     assert proc.returncode != 0 and log in proc.stderr, proc.stderr[-3000:]
-    marker = json.loads((tmp_path / "results/runs/fashion_mnist/pgd_linf/full/c=1.0/seed=0/failed.json").read_text())
-    assert marker["stage"] == "train" and marker["log"] == log and "fashion" in marker["error"].lower()
+    marker = json.loads((tmp_path / "results/data/fashion_mnist.json.failed.json").read_text())
+    assert marker["stage"] == "data" and marker["log"] == log and "fashion" in marker["error"].lower()
     proc = snakemake(tmp_path, broken, "--config", "allow_failed=true")
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = pd.read_csv(tmp_path / "results" / "records.csv").set_index("dataset")

@@ -4,7 +4,7 @@ FIGURE_NAMES = ["robust_error_vs_speedup", "robust_acc_vs_eps", "pareto"]
 TABLE_FORMATS = ["csv", "md", "tex", "html"]
 TABLES = [f"{R}/tables/{t}.{ext}" for t in TABLE_NAMES for ext in TABLE_FORMATS]
 FIGURES = [f"{R}/figures/{f}.{ext}" for f in FIGURE_NAMES for ext in ("png", "pdf")]
-AXES = list(GRID.sweep)
+AXES = list(JOBS.grid.settings.sweep)
 RUN_FILES = [f"{R}/runs/{run.id}/{name}" for run in ACTIVE for name in ("metrics.json", "eval.json")]
 
 localrules: all, collect, tables, figure
@@ -17,7 +17,9 @@ rule collect:
         records=report(f"{R}/records.csv", category="Records", caption="../report/records.rst"),
         curves=f"{R}/curves.csv",
     params:
-        manifest=GRID.manifest(),
+        manifest=JOBS.manifest(),
+    log:
+        f"{R}/logs/aggregate/collect.log",
     threads: RESOURCES["aggregate"]["threads"]
     resources:
         mem_mb=RESOURCES["aggregate"]["mem_mb"],
@@ -36,6 +38,9 @@ rule tables:
          if ext == "html" else f"{R}/tables/{t}.{ext}" for t in TABLE_NAMES for ext in TABLE_FORMATS],
     params:
         axes=AXES,
+        reference=JOBS.grid.config["reference"],
+    log:
+        f"{R}/logs/aggregate/tables.log",
     threads: RESOURCES["aggregate"]["threads"]
     resources:
         mem_mb=RESOURCES["aggregate"]["mem_mb"],
@@ -57,6 +62,9 @@ rule figure:
         figure="|".join(FIGURE_NAMES),
     params:
         axes=AXES,
+        speedup=JOBS.grid.config["speedup"],
+    log:
+        f"{R}/logs/aggregate/figure/{{figure}}.log",
     threads: RESOURCES["aggregate"]["threads"]
     resources:
         mem_mb=RESOURCES["aggregate"]["mem_mb"],

@@ -1,12 +1,6 @@
 # evaluate: the robustness suite on every trained model -> RUN/eval.json.
 
 
-def evaluate_args(wildcards):
-    e = GRID.evaluation(run_of(wildcards))
-    args = ["--suite", e["suite"], "--test-size", str(e["test_size"]), "--batch-size", str(e["batch_size"])]
-    return quoted(args + (["--fgsm-eps", ",".join(map(str, e["fgsm_eps"]))] if e["fgsm_eps"] else []))
-
-
 rule evaluate:
     input:
         metrics=f"{RUN}/metrics.json",
@@ -14,7 +8,10 @@ rule evaluate:
     output:
         f"{RUN}/eval.json",
     params:
-        args=evaluate_args,
+        args=JOBS.evaluate_args,
+        failed=FAILED,
+        acs=ACS,
+        mark_failed=MARK_FAILED,
     log:
         f"{R}/logs/evaluate/{RUN_PATTERN}.log",
     threads: RESOURCES["evaluate"]["threads"]
@@ -25,6 +22,6 @@ rule evaluate:
     conda:
         ENV
     shell:
-        "run=$(dirname {output:q}); rm -f \"$run/{FAILED}\"; "
-        "{ACS} evaluate \"$run\" {params.args} > {log:q} 2>&1 "
-        "|| {MARK_FAILED} \"$run/{FAILED}\" evaluate {log:q}"
+        "run=$(dirname {output:q}); rm -f \"$run/{params.failed}\"; "
+        "{params.acs} evaluate \"$run\" {params.args} > {log:q} 2>&1 "
+        "|| {params.mark_failed} \"$run/{params.failed}\" evaluate {log:q}"

@@ -2,11 +2,15 @@
 
 
 rule score:
+    input:
+        data=ancient(DATA_MARKER),  # staged: its existence counts, not its time
     output:
         SCORES,
     params:
-        args=lambda w: quoted(cli_args(GRID.score_settings(GRID.score_jobs[SCORE_PATTERN.format(**w)]))),
-        marker=lambda w, output: score_marker(output[0]),
+        args=JOBS.score_args,
+        marker=JOBS.failure_marker,
+        acs=ACS,
+        mark_failed=MARK_FAILED,
     log:
         f"{R}/logs/score/{SCORE_PATTERN}.log",
     threads: RESOURCES["score"]["threads"]
@@ -18,24 +22,22 @@ rule score:
         ENV
     shell:
         "rm -f {params.marker:q}; "
-        "{ACS} score {params.args} out={output:q} quiet=true > {log:q} 2>&1 "
-        "|| {MARK_FAILED} {params.marker:q} score {log:q}"
-
-
-def scores_input(wildcards):
-    job = GRID.score_job(run_of(wildcards))
-    return [] if job is None else [GRID.score_path(job)]
+        "{params.acs} score {params.args} out={output:q} quiet=true > {log:q} 2>&1 "
+        "|| {params.mark_failed} {params.marker:q} score {log:q}"
 
 
 rule train:
     input:
-        scores=scores_input if GRID.score_jobs else [],
+        data=ancient(DATA_MARKER),
+        scores=JOBS.scores_input if JOBS.grid.score_jobs else [],
     output:
         metrics=f"{RUN}/metrics.json",
         model=f"{RUN}/model.pt",
     params:
-        args=lambda w, input: quoted(cli_args(GRID.train_settings(run_of(w)))
-                                     + [f"scores={s}" for s in input.scores]),
+        args=JOBS.train_args,
+        failed=FAILED,
+        acs=ACS,
+        mark_failed=MARK_FAILED,
     log:
         f"{R}/logs/train/{RUN_PATTERN}.log",
     threads: RESOURCES["train"]["threads"]
@@ -46,6 +48,6 @@ rule train:
     conda:
         ENV
     shell:
-        "run=$(dirname {output.metrics:q}); rm -f \"$run/{FAILED}\"; "
-        "{ACS} train {params.args} out=\"$run\" quiet=true > {log:q} 2>&1 "
-        "|| {MARK_FAILED} \"$run/{FAILED}\" train {log:q}"
+        "run=$(dirname {output.metrics:q}); rm -f \"$run/{params.failed}\"; "
+        "{params.acs} train {params.args} out=\"$run\" quiet=true > {log:q} 2>&1 "
+        "|| {params.mark_failed} \"$run/{params.failed}\" train {log:q}"

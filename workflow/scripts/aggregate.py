@@ -1,31 +1,41 @@
-"""Run folders -> records (one row per run: every axis value, status, accuracies, timings) -> the benchmark tables.
+"""Run folders -> records (one row per run: every axis value, status, accuracies, timings, compute) -> the benchmark
+tables.
 
-Tables (each as numeric CSV and formatted Markdown / LaTeX):
-- table1: ACC, RACC, proxy-scores time, total time and speed-up over the full-data baseline, mean +- std over seeds
-  (sample std, ddof=1), the mean paired difference from the baseline of the same seed in parentheses;
+Tables (each as numeric CSV and formatted Markdown / LaTeX / HTML, the formatted ones with their notes):
+- table1: ACC, RACC (named by the attack behind it), the paired differences from a reference selector, proxy-scores
+  time, total time and the speed-up over the full-data baseline by wall clock, CPU seconds and compute;
 - method_fraction: clean and per-attack accuracy of each method at each coreset fraction;
 - timing: where the time goes (training step, training attacks, selection and its parts, validation, the in-run
-  test evaluation, the evaluation suite, the shared proxy-scores job a run read, the total), mean seconds over seeds.
-Speed-up = baseline total time / run total time, per seed; total time = training time + the seconds of the proxy-scores
-job the run read (score-based selectors: its own recorded `seconds`, which the run's selections carry as
-`proxy_seconds`; the job is shared, but every such run needs it); training time = metrics.json
-`timings.training_epochs` (every epoch with its selections and validation, without the final test evaluation).
+  test evaluation, the evaluation suite, the shared proxy-scores job a run read, the totals), the three speed-ups.
+Uncertainty (intervals.py): with two or more seeds mean +- the 95% confidence interval over seeds (Student t), with
+one the binomial standard error of an accuracy; a paired difference (same seed) from full training or from the
+reference carries its own interval and a * where that excludes zero.
+Speed-up = the baseline's total cost / the run's, per seed, three ways: wall clock (time_run = metrics.json
+`timings.training_epochs`, every epoch with its selections and validation, without the final test evaluation, + the
+seconds of the proxy-scores job the run read, which its selections carry as `proxy_seconds`; the job is shared, but
+every such run needs it), CPU seconds (cpu_run: `timings.cpu.training_epochs` + `proxy_cpu_seconds`) and compute
+(passes_run: `compute.training_passes` + `compute.proxy_passes`, sample-passes: the same on any machine and load).
 Metric columns never replace a manifest column: a run's own epoch count and device are `run_epochs` / `run_device`,
 since `epochs` or `device` may be a swept axis (a compute-matched run trains fewer epochs than its sweep point's).
 """
 from __future__ import annotations
 
+import html
 import json
 import math
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, NamedTuple
 
 import pandas as pd
-from grid import FAILED, score_marker
+from intervals import MARK, binomial_se, excludes_zero, half_width
+from mark_failed import FAILED, score_marker
 
 KEYS = ["dataset", "objective", "selector", "fraction"]  # the fixed axes of a table row (plus the sweep axes)
-BASELINE = "full"  # the selector label of the shared full-data runs (grid.BASELINE)
+SPEEDUPS = {  # speed-up measure (the grid key `speedup`) -> the run's total cost column, how labels name the measure
+    "wall": ("time_run", "wall clock"), "cpu": ("cpu_run", "CPU seconds"), "compute": ("passes_run", "compute")}
+COMPUTE = ("training_passes", "evaluation_passes", "epoch_passes", "proxy_passes", "training_epoch_equivalents",
+           "schedule_bound", "bound_ratio")  # the keys of metrics.json `compute` that records carry
 TIMING_COLUMNS = {  # record column -> timing table header
     "t_train_step": "training step (s)", "t_train_attack": "training attacks (s)", "t_selection": "selection (s)",
     "t_selection_attack": "sel. attack (s)", "t_selection_features": "sel. features (s)",
@@ -33,6 +43,7 @@ TIMING_COLUMNS = {  # record column -> timing table header
     "t_selection_proxy": "sel. in-run proxy (s)", "t_validation": "validation (s)",
     "t_evaluation": "in-run test eval (s)", "time_train": "training total (s)", "eval_seconds": "eval suite (s)",
     "time_proxy": "proxy scores job (s)", "time_run": "total: training + proxy (s)",
+    "cpu_run": "total CPU: training + proxy (s)", "passes_run": "sample-passes: training + proxy",
 }
 
 
@@ -57,31 +68,40 @@ def _fgsm_at_eps(evaluation: dict[str, Any]) -> float | None:
 
 def record(row: dict[str, Any], metrics: dict[str, Any] | None, evaluation: dict[str, Any] | None,
            failure: dict[str, Any] | None) -> dict[str, Any]:
-    """One flat record: the manifest row (axes, baseline, folder) + status + metrics.json + eval.json numbers."""
+    """One flat record: the manifest row (axes, baseline, folder) + status + metrics.json + eval.json numbers; a
+    failure marker's fields as failed_<key> (stage, the engine's status such as `diverged`, epoch, step), log, error."""
     out = dict(row)
     out["status"] = "complete" if metrics and evaluation else "failed" if failure else "missing"
     if failure:
-        out.update(failed_stage=failure.get("stage"), log=failure.get("log"), error=failure.get("error"))
+        out.update({k if k in ("log", "error") else f"failed_{k}": v for k, v in failure.items()})
     if metrics:
         timings = metrics.get("timings", {})
+        cpu = timings.get("cpu", {})
+        compute = metrics.get("compute") or {}
         history = metrics.get("history", [])
         selections = metrics.get("selections", [])
         n_train = metrics.get("resolved", {}).get("train_samples") or float("nan")
         out.update(run_epochs=metrics["config"]["epochs"], clean_acc=metrics["final"]["clean_acc"],
                    robust_acc=metrics["final"]["robust_acc"], time_train=timings.get("training_epochs"),
-                   time_total=timings.get("total"),
+                   cpu_train=cpu.get("training_epochs"), time_total=timings.get("total"),
                    epoch_equivalents=sum(h.get("train_samples", 0) for h in history) / n_train,
                    selections=len(selections))
-        out.update({f"t_{k}": v for k, v in timings.items() if k not in ("training_epochs", "total")})
-        for key in ("matching_error", "random_matching_error", "proxy_seconds"):
+        out.update({f"t_{k}": v for k, v in timings.items() if k not in ("training_epochs", "total", "cpu")})
+        out.update({f"cpu_{k}": v for k, v in cpu.items() if k != "training_epochs"})
+        out.update({k: compute.get(k) for k in COMPUTE})
+        out.update({f"passes_{k}": p["forward"] + p["backward"] for k, p in compute.get("passes", {}).items()})
+        for key in ("matching_error", "random_matching_error", "proxy_seconds", "proxy_cpu_seconds"):
             values = [s[key] for s in selections if s.get(key) is not None]
             if values:
                 out[key] = sum(values) / len(values)
         env = metrics.get("environment", {})
         out.update({k: env.get(k) for k in ("host", "gpu", "slurm_job_id")}, run_device=env.get("device"))
     if evaluation:
+        strength = evaluation.get("strength_check") or {}
         out.update(clean_acc=evaluation["clean_acc"], robust_acc=evaluation["robust_acc"], suite=evaluation.get("suite"),
-                   eval_seconds=evaluation.get("seconds"), test_samples=evaluation.get("test_samples"),
+                   robust_attack=evaluation.get("robust_attack"), eval_seconds=evaluation.get("seconds"),
+                   test_samples=evaluation.get("test_samples"), strength_gap=strength.get("gap"),
+                   strength_flagged=strength.get("flagged"),
                    gradient_masking=evaluation.get("sanity", {}).get("possible_gradient_masking"))
         out.update({f"acc_{name}": a["acc"] for name, a in evaluation.get("attacks", {}).items()})
         fgsm = _fgsm_at_eps(evaluation)
@@ -105,56 +125,119 @@ def collect(manifest: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame]
         folder = Path(row["dir"])
         evaluation = _read_json(folder / "eval.json")
         failure = _read_json(folder / FAILED)
-        if failure is None and row.get("scores"):  # the proxy-scores job this run reads failed
-            failure = _read_json(Path(score_marker(row["scores"])))
+        for needed in (row.get("data"), row.get("scores")):  # its data set's staging or its proxy-scores job failed
+            if failure is None and needed:
+                failure = _read_json(Path(score_marker(needed)))
         records.append(record(row, _read_json(folder / "metrics.json"), evaluation, failure))
         curves += curve_rows(row["run"], evaluation)
     return pd.DataFrame(records), pd.DataFrame(curves, columns=["run", "curve", "eps", "acc"])
 
 
-# ---------------------------------------------------------------------------------------------------- summaries
+# ---------------------------------------------------------------------------------------------------- comparisons
 def with_baseline(records: pd.DataFrame) -> pd.DataFrame:
-    """Add each run's total time (training + `time_proxy`, the seconds of the proxy-scores job it read, if any) and its
-    paired comparison with its full-data baseline (same data set, objective, seed, sweep point): speed-up, differences
-    in ACC / RACC / total time, and the relative robust error in % (robust error = 100 - RACC)."""
-    df = _ensure(records, ["clean_acc", "robust_acc", "time_train", "proxy_seconds", "scores"])
+    """Add each run's total cost three ways (wall and CPU seconds, sample-passes; each with the proxy-scores job it
+    read, if any) and its paired comparison with its full-data baseline (same data set, objective, seed, sweep point):
+    the three speed-ups, differences in ACC / RACC / total time (none for the baseline itself), the relative robust
+    error in % (robust error = 100 - RACC) and, for one seed, that error's binomial standard error from the run's RACC
+    (the baseline's own error shifts every point of a comparison alike)."""
+    df = _ensure(records, ["clean_acc", "robust_acc", "time_train", "cpu_train", "training_passes", "proxy_passes",
+                           "epoch_passes", "proxy_seconds", "proxy_cpu_seconds", "scores", "test_samples"])
     reads_scores = df["scores"].notna()
     df["time_proxy"] = df["proxy_seconds"].where(reads_scores)
+    df["cpu_proxy"] = df["proxy_cpu_seconds"].where(reads_scores)
     df["time_run"] = df["time_train"] + df["time_proxy"].where(reads_scores, 0.0)
+    df["cpu_run"] = df["cpu_train"] + df["cpu_proxy"].where(reads_scores, 0.0)
+    df["passes_run"] = df["training_passes"] + df["proxy_passes"].where(reads_scores, 0.0)
+    df["epochs_run"] = df["passes_run"] / df["epoch_passes"]
     base = df.set_index("run")
-
-    def lookup(column: str) -> pd.Series:
-        return df["baseline"].map(base[column])
-
-    df["speedup"] = lookup("time_run") / df["time_run"]
-    df["d_clean"] = df["clean_acc"] - lookup("clean_acc")
-    df["d_robust"] = df["robust_acc"] - lookup("robust_acc")
-    df["d_time"] = df["time_run"] - lookup("time_run")
-    base_error = 100.0 - lookup("robust_acc")
+    for measure, (cost, _) in SPEEDUPS.items():
+        df[f"speedup_{measure}"] = df["baseline"].map(base[cost]) / df[cost]
+    _differences(df, df["baseline"], {"d_clean": "clean_acc", "d_robust": "robust_acc", "d_time": "time_run"})
+    base_error = 100.0 - df["baseline"].map(base["robust_acc"])
     df["rel_robust_error"] = 100.0 * ((100.0 - df["robust_acc"]) - base_error) / base_error
+    df["rel_robust_error_se"] = 100.0 * binomial_se(df["robust_acc"], df["test_samples"]) / base_error
     return df
+
+
+def with_reference(df: pd.DataFrame, axes: list[str], reference: str | None) -> pd.DataFrame:
+    """Add r_clean / r_robust: the paired difference (same data set, objective, fraction, seed and sweep point) from the
+    finished run of the `reference` selector label (its id in `reference_run`); none for the reference itself or
+    without a reference run. A sweep axis the reference ignores (an empty column) matches every value."""
+    ref = _complete(df[df["selector"] == reference])
+    on = ["dataset", "objective", "fraction", "seed", *(a for a in axes if ref[a].notna().any())]
+    paired = df[on].merge(ref[[*on, "run"]], on=on, how="left", validate="many_to_one")
+    df = df.assign(reference_run=paired["run"].to_numpy())
+    _differences(df, df["reference_run"], {"r_clean": "clean_acc", "r_robust": "robust_acc"})
+    return df
+
+
+def _differences(df: pd.DataFrame, partner: pd.Series, diffs: dict[str, str]) -> None:
+    """df[diff] = df[column] minus that of the run `partner` names (same row), none where a run is its own partner."""
+    runs = df.set_index("run")
+    for diff, column in diffs.items():
+        df[diff] = (df[column] - partner.map(runs[column])).mask(partner == df["run"])
+
+
+def baseline_labels(records: pd.DataFrame) -> set[str]:
+    """The selector labels of the shared full-data runs (the runs that are their own baseline)."""
+    return set(records.loc[records["run"] == records["baseline"], "selector"])
 
 
 def _complete(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["status"] == "complete"]
 
 
-def summarise(records: pd.DataFrame, axes: list[str], columns: list[str]) -> pd.DataFrame:
-    """Mean and std (ddof=1) over seeds of `columns` per table row, plus run counts; rows in manifest order."""
-    df = _ensure(with_baseline(records), columns)
+def _ensure(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """A copy with `columns` added empty where missing (records of a grid whose runs all failed have no metrics)."""
+    return df.assign(**{c: float("nan") for c in columns if c not in df})
+
+
+def _is_accuracy(column: str) -> bool:
+    return column in ("clean_acc", "robust_acc") or column.startswith("acc_")
+
+
+def _one_label(labels: pd.Series) -> Any:
+    """The one value of a column over runs, `mixed` when they differ, None when none has one."""
+    values = set(labels.dropna())
+    return "mixed" if len(values) > 1 else next(iter(values), None)
+
+
+def _statuses(statuses: pd.Series) -> str:
+    """The engine's failure statuses of a row's failed runs, e.g. `1 diverged`."""
+    return ", ".join(f"{n} {status}" for status, n in statuses.dropna().value_counts(sort=False).items())
+
+
+def summarise(records: pd.DataFrame, axes: list[str], columns: list[str], reference: str | None = None) -> pd.DataFrame:
+    """Per table row (rows in manifest order): run counts, the attack behind RACC, the runs flagged by the
+    attack-strength check, and per column of `columns` the mean, sample std (ddof=1) and 95% interval half-width
+    (`_ci`, two or more seeds) over seeds, plus for accuracies the binomial standard error on the test split (`_se`)."""
+    df = _ensure(with_reference(with_baseline(records), axes, reference),
+                 [*columns, "failed_status", "robust_attack", "strength_flagged"])
     keys = KEYS + axes
     counts = df.groupby(keys, sort=False, dropna=False).agg(
         runs=("run", "size"), complete=("status", lambda s: int((s == "complete").sum())),
-        failed=("status", lambda s: int((s == "failed").sum())))
-    stats = _complete(df).groupby(keys, sort=False, dropna=False)[columns].agg(["mean", "std"])
-    stats.columns = [f"{c}_{stat}" for c, stat in stats.columns]
+        failed=("status", lambda s: int((s == "failed").sum())), failures=("failed_status", _statuses),
+        robust_attack=("robust_attack", _one_label), flagged=("strength_flagged", lambda s: int(s.eq(True).sum())))
+    done = _complete(df).groupby(keys, sort=False, dropna=False)
+    mean, std, n = done[columns].mean(), done[columns].std(), done[columns].count()
+    n_test = done["test_samples"].mean()
+    stats = pd.DataFrame({"test_samples": n_test}, index=mean.index)
+    for c in columns:
+        stats[f"{c}_mean"], stats[f"{c}_std"], stats[f"{c}_ci"] = mean[c], std[c], half_width(std[c], n[c])
+        if _is_accuracy(c):
+            stats[f"{c}_se"] = binomial_se(mean[c], n_test)
     return counts.join(stats).reset_index()
 
 
-def _ensure(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """Records of a grid whose runs all failed have no metric columns; add them empty."""
-    missing = [c for c in columns if c not in df]
-    return df.assign(**{c: float("nan") for c in missing}) if missing else df
+def robust_attack(records: pd.DataFrame) -> str | None:
+    """The attack behind RACC of the finished runs (eval.json `robust_attack`), `mixed` when they differ."""
+    return _one_label(_complete(_ensure(records, ["robust_attack"]))["robust_attack"])
+
+
+def racc_label(records: pd.DataFrame) -> str:
+    """RACC named by its attack: `RACC, PGD-20`; plain `RACC` for evaluations that do not name it."""
+    attack = robust_attack(records)
+    return f"RACC, {attack}" if attack else "RACC"
 
 
 def attack_columns(records: pd.DataFrame) -> list[str]:
@@ -178,14 +261,65 @@ def attack_label(column: str) -> str:
     return f"PGD-{steps.group(1)}" if steps else name
 
 
-def _pm(mean: float, std: float, digits: int) -> str:
+# ---------------------------------------------------------------------------------------------------- tables
+class Table(NamedTuple):
+    """One table: numeric (CSV), shown (formatted cells) and the notes printed under the formatted one."""
+
+    numeric: pd.DataFrame
+    shown: pd.DataFrame
+    notes: list[str]
+
+
+def _cells(t: pd.DataFrame, column: str, digits: int, diff: str | None = None, signed: bool = False) -> list[str]:
+    """`mean ± 95% interval` (two or more seeds), `mean (SE x)` (one seed, accuracies), else `mean`; `signed`: a paired
+    difference, marked where its interval excludes zero; with `diff`, that paired difference in parentheses."""
+    se = t[f"{column}_se"] if f"{column}_se" in t else pd.Series(float("nan"), index=t.index)
+    cells = [_value(m, ci, s, digits, signed) for m, ci, s in zip(t[f"{column}_mean"], t[f"{column}_ci"], se)]
+    if diff:
+        cells = [cell if pd.isna(m) else f"{cell} ({_value(m, ci, float('nan'), digits, True)})"
+                 for cell, m, ci in zip(cells, t[f"{diff}_mean"], t[f"{diff}_ci"])]
+    return cells
+
+
+def _value(mean: float, ci: float, se: float, digits: int, signed: bool = False) -> str:
+    """One cell: see _cells."""
     if pd.isna(mean):
         return "-"
-    return f"{mean:.{digits}f}" if pd.isna(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+    text = f"{mean:+.{digits}f}" if signed else f"{mean:.{digits}f}"
+    if pd.notna(ci):
+        return f"{text} ± {ci:.{digits}f}" + (MARK if signed and excludes_zero(mean, ci) else "")
+    return text if pd.isna(se) else f"{text} (SE {se:.{digits}f})"
 
 
-def _diff(value: float, digits: int) -> str:
-    return "" if pd.isna(value) else f" ({value:+.{digits}f})"
+def _uncertainty_notes(t: pd.DataFrame, diffs: bool) -> list[str]:
+    """How to read the cells: the interval (rows of two or more seeds), the standard error (rows of one seed)."""
+    notes = []
+    if (t["complete"] >= 2).any():
+        paired = (f"; in parentheses: the mean paired difference (same seed) from full training, with its interval; "
+                  f"{MARK}: the interval excludes zero") if diffs else ""
+        notes.append(f"± : 95% confidence interval over seeds (Student t, n - 1 degrees of freedom){paired}")
+    if (t["complete"] == 1).any():
+        sizes = sorted({int(n) for n in t.loc[t["complete"] == 1, "test_samples"].dropna()})
+        on = f"on {', '.join(map(str, sizes))} test images" if sizes else "on the test split"
+        notes.append(f"one seed: (SE x) is the binomial standard error of an accuracy {on}; "
+                     "seeds are needed for confidence intervals (run 2 or more)")
+    return notes
+
+
+def _racc_notes(t: pd.DataFrame) -> list[str]:
+    """The runs behind RACC whose attacks differ, and the runs the attack-strength check flagged."""
+    notes = []
+    if (t["robust_attack"] == "mixed").any() or t["robust_attack"].dropna().nunique() > 1:
+        notes.append("RACC: the attacks behind it differ between runs (robust_attack in table1.csv and records.csv)")
+    if t["flagged"].sum():
+        notes.append(f"†: {int(t['flagged'].sum())} run(s) flagged by the attack-strength check (APGD lowers RACC "
+                     "beyond its threshold: a weak attack or gradient masking; strength_gap in records.csv)")
+    return notes
+
+
+def speedup_label(measure: str) -> str:
+    """`speed-up by compute`: a speed-up column or axis named by its measure."""
+    return f"speed-up by {SPEEDUPS[measure][1]}"
 
 
 def _row_labels(t: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -196,37 +330,58 @@ def _row_labels(t: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return out.rename(columns={"fraction": "c"})
 
 
-def _runs(t: pd.DataFrame) -> pd.Series:
-    return t.apply(lambda r: f"{r['complete']}/{r['runs']}" + (f" ({r['failed']} failed)" if r["failed"] else ""), axis=1)
+def _runs(t: pd.DataFrame) -> list[str]:
+    """finished/all runs, the failed ones with the engine's statuses: `1/3 (2 failed: 1 diverged)`."""
+    def text(r: pd.Series) -> str:
+        statuses = f": {r['failures']}" if r["failures"] else ""
+        return f"{r['complete']}/{r['runs']}" + (f" ({r['failed']} failed{statuses})" if r["failed"] else "")
+    return [text(r) for _, r in t.iterrows()]
 
 
-def table1(records: pd.DataFrame, axes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(numeric, formatted) Table-1: ACC, RACC, proxy scores and total time (min), speed-up; mean ± std (difference
-    from full). The proxy-scores time is part of the total and also shown alone, so a score-based selector's cost shows."""
+def table1(records: pd.DataFrame, axes: list[str], reference: str | None = "random") -> Table:
+    """Table-1: ACC and RACC (named by its attack, † where the attack-strength check flagged a run) with their paired
+    differences from full training, the paired differences from the `reference` selector (columns left out when no
+    reference run pairs), proxy scores and total time (min), the speed-up by wall clock, CPU seconds and compute."""
     minutes = {"time_proxy": "proxy_min", "time_run": "time_min", "d_time": "d_time_min"}
-    t = summarise(records, axes, ["clean_acc", "d_clean", "robust_acc", "d_robust", *minutes, "speedup"])
-    seconds = [f"{c}_{stat}" for c in minutes for stat in ("mean", "std")]
+    speedups = [f"speedup_{m}" for m in SPEEDUPS]
+    t = summarise(records, axes, ["clean_acc", "d_clean", "r_clean", "robust_acc", "d_robust", "r_robust", *minutes,
+                                  *speedups], reference)
+    stats = ("mean", "std", "ci")
+    seconds = [f"{c}_{stat}" for c in minutes for stat in stats]
     t[seconds] = t[seconds] / 60.0
-    t = t.rename(columns={f"{c}_{stat}": f"{m}_{stat}" for c, m in minutes.items() for stat in ("mean", "std")})
-    base = t["selector"] == BASELINE  # no difference from itself
-    t.loc[base, ["d_clean_mean", "d_robust_mean", "d_time_min_mean"]] = float("nan")
+    t = t.rename(columns={f"{c}_{stat}": f"{m}_{stat}" for c, m in minutes.items() for stat in stats})
     shown = _row_labels(t, KEYS + axes)
-    no_diff = pd.Series(float("nan"), index=t.index)
-    for header, column, diff in (("ACC (%)", "clean_acc", "d_clean"), ("RACC (%)", "robust_acc", "d_robust"),
-                                 ("proxy scores (min)", "proxy_min", None), ("total time (min)", "time_min", "d_time_min"),
-                                 ("speed-up", "speedup", None)):
-        diffs = t[f"{diff}_mean"] if diff else no_diff
-        shown[header] = [_pm(m, s, 2) + _diff(d, 2) for m, s, d in zip(t[f"{column}_mean"], t[f"{column}_std"], diffs)]
+    racc = racc_label(records)
+    shown["ACC (%)"] = _cells(t, "clean_acc", 2, "d_clean")
+    robust = _cells(t, "robust_acc", 2, "d_robust")
+    shown[f"{racc} (%)"] = [cell + "†" * bool(flagged) for cell, flagged in zip(robust, t["flagged"])]
+    paired = t["r_robust_mean"].notna().any()
+    if paired:
+        shown[f"ACC − {reference} (%)"] = _cells(t, "r_clean", 2, signed=True)
+        shown[f"RACC − {reference} (%)"] = _cells(t, "r_robust", 2, signed=True)
+    shown["proxy scores (min)"] = _cells(t, "proxy_min", 2)
+    shown["total time (min)"] = _cells(t, "time_min", 2, "d_time_min")
+    for measure in SPEEDUPS:
+        shown[speedup_label(measure)] = _cells(t, f"speedup_{measure}", 2)
     shown["runs"] = _runs(t)
-    return t, shown
+    notes = _uncertainty_notes(t, diffs=True)
+    if paired:
+        notes.append(f"ACC / RACC − {reference}: the mean paired difference (same seed) from {reference} at the same "
+                     f"fraction, with its interval; {MARK}: the interval excludes zero")
+    else:
+        why = "none is set" if reference is None else f"no finished {reference!r} run pairs with these runs"
+        notes.append(f"no comparison with a reference selector: {why} (grid key reference)")
+    notes.append("speed-up = full training's cost / the run's, per seed, by wall clock and CPU seconds (training + the "
+                 "proxy-scores job) and by compute (sample-passes: the same on any machine and load)")
+    return Table(t, shown, notes + _racc_notes(t))
 
 
-def method_fraction(records: pd.DataFrame, axes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(numeric, formatted) method x fraction: clean, each attack's and (with several attacks) worst-case accuracy."""
+def method_fraction(records: pd.DataFrame, axes: list[str]) -> Table:
+    """method x fraction: clean, each attack's and (with several attacks) the worst-case accuracy, RACC."""
     attacks = attack_columns(records)
     suite = [a for a in attacks if not a.endswith("_sweep")]  # the worst case is over the suite's attacks only
     metrics = ["clean_acc", *attacks] + (["robust_acc"] if len(suite) > 1 else [])
-    labels = {"clean_acc": "clean", "robust_acc": "worst case", **{a: attack_label(a) for a in attacks}}
+    labels = {"clean_acc": "clean", "robust_acc": racc_label(records), **{a: attack_label(a) for a in attacks}}
     t = summarise(records, axes, metrics)
     rows = ["dataset", "objective", "selector", *axes]
     fractions = list(dict.fromkeys(t["fraction"]))
@@ -235,66 +390,75 @@ def method_fraction(records: pd.DataFrame, axes: list[str]) -> tuple[pd.DataFram
     for f in fractions:
         at = numeric.merge(t[t["fraction"] == f], on=rows, how="left")
         for m in metrics:
-            numeric[f"{m}@{f:g}_mean"], numeric[f"{m}@{f:g}_std"] = at[f"{m}_mean"], at[f"{m}_std"]
-            shown[f"{labels[m]} c={f:g}"] = [_pm(a, b, 1) for a, b in zip(at[f"{m}_mean"], at[f"{m}_std"])]
-    return numeric, shown
+            for stat in ("mean", "std", "ci", "se"):
+                numeric[f"{m}@{f:g}_{stat}"] = at[f"{m}_{stat}"]
+            shown[f"{labels[m]} c={f:g}"] = _cells(at, m, 1)
+    return Table(numeric, shown, _uncertainty_notes(t, diffs=False) + _racc_notes(t))
 
 
-def timing(records: pd.DataFrame, axes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(numeric, formatted) mean seconds per phase and the total; phases no run recorded are left out."""
+def timing(records: pd.DataFrame, axes: list[str]) -> Table:
+    """Mean seconds per phase, the totals (seconds, CPU seconds, sample-passes) and the three speed-ups; phases no run
+    recorded are left out."""
     df = with_baseline(records)
     present = [c for c in TIMING_COLUMNS if c in df and df[c].notna().any()]
-    t = summarise(df, axes, present)
+    t = summarise(df, axes, [*present, *(f"speedup_{m}" for m in SPEEDUPS)])
     shown = _row_labels(t, KEYS + axes)
     for c in present:
-        shown[TIMING_COLUMNS[c]] = [_pm(m, float("nan"), 1) for m in t[f"{c}_mean"]]
+        digits = 0 if c == "passes_run" else 1
+        shown[TIMING_COLUMNS[c]] = [_value(m, float("nan"), float("nan"), digits) for m in t[f"{c}_mean"]]
+    for measure in SPEEDUPS:
+        shown[speedup_label(measure)] = _cells(t, f"speedup_{measure}", 2)
     shown["runs"] = _runs(t)
-    return t, shown
+    return Table(t, shown, _uncertainty_notes(t, diffs=False))
 
 
-TABLES: dict[str, Callable[[pd.DataFrame, list[str]], tuple[pd.DataFrame, pd.DataFrame]]] = {
-    "table1": table1, "method_fraction": method_fraction, "timing": timing}
+def build_tables(records: pd.DataFrame, axes: list[str], reference: str | None = "random") -> dict[str, Table]:
+    """Every table by name (the `reference` selector label of Table 1's paired comparison; None: no comparison)."""
+    return {"table1": table1(records, axes, reference), "method_fraction": method_fraction(records, axes),
+            "timing": timing(records, axes)}
 
 
 # ---------------------------------------------------------------------------------------------------- rendering
-def to_markdown(df: pd.DataFrame) -> str:
+def to_markdown(df: pd.DataFrame, notes: list[str] = ()) -> str:
     header = "| " + " | ".join(map(str, df.columns)) + " |"
     rule = "|" + "|".join("---" for _ in df.columns) + "|"
     body = ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join([header, rule, *body]) + "\n"
+    return "\n".join([header, rule, *body]) + "\n" + "".join(f"\n{note}\n" for note in notes)
 
 
 _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
           "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_LATEX_SYMBOLS = {"±": r"$\pm$", "−": r"$-$", "†": r"$^\dagger$"}
 
 
 def _tex(value: Any) -> str:
-    text = "".join(_LATEX.get(ch, ch) for ch in str(value))
-    return text.replace("±", r"$\pm$")
+    return "".join(_LATEX_SYMBOLS.get(ch, _LATEX.get(ch, ch)) for ch in str(value))
 
 
-def to_latex(df: pd.DataFrame) -> str:
-    """A booktabs tabular (needs \\usepackage{booktabs})."""
+def to_latex(df: pd.DataFrame, notes: list[str] = ()) -> str:
+    """A booktabs tabular (needs \\usepackage{booktabs}), the notes as footnote-size lines below it."""
     lines = [r"\begin{tabular}{" + "l" * len(df.columns) + "}", r"\toprule",
              " & ".join(_tex(c) for c in df.columns) + r" \\", r"\midrule"]
     lines += [" & ".join(_tex(v) for v in row) + r" \\" for row in df.itertuples(index=False)]
-    return "\n".join([*lines, r"\bottomrule", r"\end{tabular}"]) + "\n"
+    lines += [r"\bottomrule", r"\end{tabular}"] + [r"\par{\footnotesize " + _tex(note) + "}" for note in notes]
+    return "\n".join(lines) + "\n"
 
 
-def to_html(df: pd.DataFrame) -> str:
-    """A standalone HTML table (the report shows HTML results inline)."""
+def to_html(df: pd.DataFrame, notes: list[str] = ()) -> str:
+    """A standalone HTML table with its notes (the report shows HTML results inline)."""
     style = "<style>table{border-collapse:collapse;font:13px sans-serif}td,th{border:1px solid #ccc;padding:3px 8px}</style>"
-    return f"<!DOCTYPE html><html><head><meta charset='utf-8'>{style}</head><body>{df.to_html(index=False)}</body></html>\n"
+    below = "".join(f"<p style='font:12px sans-serif'>{html.escape(note)}</p>" for note in notes)
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'>{style}</head><body>{df.to_html(index=False)}{below}"
+            "</body></html>\n")
 
 
-def write_tables(records: pd.DataFrame, axes: list[str], out_dir: Path) -> list[Path]:
-    """Every table as NAME.csv (numeric) and NAME.md / NAME.tex / NAME.html (formatted); returns the written paths."""
+def write_tables(records: pd.DataFrame, axes: list[str], out_dir: Path, reference: str | None = "random") -> list[Path]:
+    """Every table as NAME.csv (numeric) and NAME.md / .tex / .html (formatted, with notes); returns the paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, build in TABLES.items():
-        numeric, shown = build(records, axes)
-        texts = {"csv": numeric.to_csv(index=False), "md": to_markdown(shown), "tex": to_latex(shown),
-                 "html": to_html(shown)}
+    for name, table in build_tables(records, axes, reference).items():
+        texts = {"csv": table.numeric.to_csv(index=False), "md": to_markdown(table.shown, table.notes),
+                 "tex": to_latex(table.shown, table.notes), "html": to_html(table.shown, table.notes)}
         for suffix, text in texts.items():
             path = out_dir / f"{name}.{suffix}"
             path.write_text(text)

@@ -1,9 +1,13 @@
-"""The benchmark figures, one panel per (data set, objective), every point a mean over seeds:
-- robust_error_vs_speedup: relative robust error vs speed-up over full training, one line per selector across
-  coreset fractions (the ACS paper's Fig. 3); relative robust error = 100 * (E - E_full) / E_full, E = 100 - RACC;
+"""The benchmark figures, one panel per (data set, objective), every point a mean over seeds with error bars: the 95%
+confidence interval over seeds (Student t), with one seed the binomial standard error of the accuracy (intervals.py);
+a line under the panels says which. RACC is named by the attack behind it (eval.json `robust_attack`).
+- robust_error_vs_speedup: relative robust error vs the speed-up over full training by the grid's `speedup` measure
+  (compute, CPU seconds or wall clock, named on the axis), one line per selector across coreset fractions (the ACS
+  paper's Fig. 3); relative robust error = 100 * (E - E_full) / E_full, E = 100 - RACC;
 - robust_acc_vs_eps: accuracy vs attack eps from eval.json's curves (the FGSM sweep, PGD curves when present);
-- pareto: robust accuracy vs total time (training + the proxy-scores job a run read), the Pareto front (no other
-  point is both faster and more robust) drawn.
+- pareto: RACC vs the total cost by the same measure (epochs of full-data adversarial training, CPU minutes or
+  minutes; the proxy-scores job a run read included), the Pareto front (no other point is both cheaper and more
+  robust) drawn.
 """
 from __future__ import annotations
 
@@ -18,11 +22,16 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from aggregate import KEYS, summarise  # noqa: E402
+from aggregate import KEYS, SPEEDUPS, baseline_labels, racc_label, robust_attack, summarise  # noqa: E402
+from intervals import binomial_se, half_width  # noqa: E402
 
 LINESTYLES = ("-", "--", ":", "-.")
 CURVE_AXIS = {"fgsm_linf": "FGSM eps (l_inf, pixel units)", "pgd_linf": "PGD-20 eps (l_inf, pixel units)",
               "pgd_l2": "PGD-20 eps (l_2, pixel units)"}
+COSTS = {  # speed-up measure -> the Pareto figure's cost: record column, scale, axis label
+    "compute": ("epochs_run", 1.0, "total compute (epochs of full-data adversarial training), proxy scores included"),
+    "cpu": ("cpu_run", 1 / 60, "total CPU time (min), proxy scores included"),
+    "wall": ("time_run", 1 / 60, "total time (min), proxy scores included")}
 
 
 def _label(row: pd.Series, axes: list[str]) -> str:
@@ -49,43 +58,70 @@ def _empty(message: str) -> Figure:
     return fig
 
 
-def _finish(fig: Figure, axs: list) -> Figure:
+def _bars(t: pd.DataFrame, column: str, se: str | None = None) -> pd.Series:
+    """Error-bar half-lengths of a summarised column: its 95% interval (two or more seeds), else the column `se` (one
+    seed: a binomial standard error), else none."""
+    return t[f"{column}_ci"].where(t["complete"] >= 2, t[se] if se else 0.0).fillna(0.0)
+
+
+def _bar_note(seeds: pd.Series) -> str:
+    """What the error bars of points over `seeds` seeds are."""
+    notes = []
+    if (seeds >= 2).any():
+        notes.append("error bars: 95% confidence interval over seeds (Student t)")
+    if (seeds == 1).any():
+        notes.append("one seed: error bars are the binomial standard error of the accuracy on the test split; "
+                     "seeds are needed for confidence intervals")
+    return "; ".join(notes)
+
+
+def _finish(fig: Figure, axs: list, note: str) -> Figure:
     handles = {label: h for ax in axs for h, label in zip(*ax.get_legend_handles_labels())}
     fig.legend(handles.values(), handles.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.tight_layout()
+    fig.text(0.01, 0.0, note, fontsize=7, ha="left", va="top")
     return fig
 
 
-def robust_error_vs_speedup(records: pd.DataFrame, curves: pd.DataFrame, axes: list[str]) -> Figure:
-    t = summarise(records, axes, ["speedup", "rel_robust_error"])
-    t = t[(t["selector"] != "full") & t["speedup_mean"].notna()]
+def robust_error_vs_speedup(records: pd.DataFrame, curves: pd.DataFrame, axes: list[str],
+                            speedup: str = "compute") -> Figure:
+    x = f"speedup_{speedup}"
+    t = summarise(records, axes, [x, "rel_robust_error", "rel_robust_error_se"])
+    t = t[~t["selector"].isin(baseline_labels(records)) & t[f"{x}_mean"].notna()]
     if t.empty:
-        return _empty("no finished coreset run with a finished full-data baseline")
-    t = t.assign(label=t.apply(_label, axis=1, axes=axes))
+        return _empty("no finished coreset run with a finished full-data baseline\n"
+                      f"and a speed-up by {SPEEDUPS[speedup][1]}")
+    t = t.assign(label=t.apply(_label, axis=1, axes=axes), xerr=_bars(t, x),
+                 yerr=_bars(t, "rel_robust_error", "rel_robust_error_se_mean"))
     colours = _colours(records, axes)
+    attack = robust_attack(records)
     panels = list(dict.fromkeys(zip(t["dataset"], t["objective"])))
     fig, axs = _panels(len(panels))
     for ax, (d, o) in zip(axs, panels):
         sub = t[(t["dataset"] == d) & (t["objective"] == o)]
         for label, line in sub.groupby("label", sort=False):
             line = line.sort_values("fraction")
-            ax.plot(line["speedup_mean"], line["rel_robust_error_mean"], marker="o", color=colours[label], label=label)
+            ax.plot(line[f"{x}_mean"], line["rel_robust_error_mean"], marker="o", color=colours[label], label=label)
+            ax.errorbar(line[f"{x}_mean"], line["rel_robust_error_mean"], xerr=line["xerr"], yerr=line["yerr"],
+                        fmt="none", ecolor=colours[label], elinewidth=0.8, capsize=2)
             for _, p in line.iterrows():
-                ax.annotate(f"c={p['fraction']:g}", (p["speedup_mean"], p["rel_robust_error_mean"]), fontsize=7,
+                ax.annotate(f"c={p['fraction']:g}", (p[f"{x}_mean"], p["rel_robust_error_mean"]), fontsize=7,
                             textcoords="offset points", xytext=(4, 4))
         ax.scatter([1.0], [0.0], marker="*", s=150, color="black", zorder=3, label="full (baseline)")
         ax.axhline(0.0, color="grey", lw=0.8)
-        ax.set(title=f"{d} / {o}", xlabel="speed-up over full training (x)", ylabel="relative robust error (%)")
-    return _finish(fig, axs)
+        ax.set(title=f"{d} / {o}", xlabel=f"speed-up over full training, by {SPEEDUPS[speedup][1]} (x)",
+               ylabel=f"relative robust error{f', {attack}' if attack else ''} (%)")
+    return _finish(fig, axs, _bar_note(t["complete"]))
 
 
-def robust_acc_vs_eps(records: pd.DataFrame, curves: pd.DataFrame, axes: list[str]) -> Figure:
+def robust_acc_vs_eps(records: pd.DataFrame, curves: pd.DataFrame, axes: list[str], speedup: str = "compute") -> Figure:
     if curves.empty:
         return _empty("no accuracy-vs-eps curves in eval.json\n(set evaluation.fgsm_eps or use the full suite)")
-    c = curves.merge(records[["run", *KEYS, *axes, "status"]], on="run")
-    c = c[c["status"] == "complete"]
-    c = c.groupby([*KEYS, *axes, "curve", "eps"], sort=False, dropna=False)["acc"].mean().reset_index()
-    c = c.assign(label=c.apply(_label, axis=1, axes=axes))
+    c = curves.merge(records.reindex(columns=["run", *KEYS, *axes, "status", "test_samples"]), on="run")
+    c = c[c["status"] == "complete"].groupby([*KEYS, *axes, "curve", "eps"], sort=False, dropna=False)
+    c = c["acc"].agg(["mean", "std", "count"]).join(c["test_samples"].mean()).reset_index()
+    c = c.assign(label=c.apply(_label, axis=1, axes=axes),
+                 err=half_width(c["std"], c["count"]).where(c["count"] >= 2, binomial_se(c["mean"], c["test_samples"])))
     colours = _colours(records, axes)
     styles = {f: LINESTYLES[i % len(LINESTYLES)] for i, f in enumerate(sorted(c["fraction"].unique(), reverse=True))}
     panels = list(dict.fromkeys(zip(c["dataset"], c["objective"], c["curve"])))
@@ -94,33 +130,41 @@ def robust_acc_vs_eps(records: pd.DataFrame, curves: pd.DataFrame, axes: list[st
         sub = c[(c["dataset"] == d) & (c["objective"] == o) & (c["curve"] == curve)]
         for (label, f), line in sub.groupby(["label", "fraction"], sort=False):
             line = line.sort_values("eps")
-            ax.plot(line["eps"], line["acc"], marker=".", color=colours[label], linestyle=styles[f], label=f"{label} c={f:g}")
+            ax.plot(line["eps"], line["mean"], marker=".", color=colours[label], linestyle=styles[f],
+                    label=f"{label} c={f:g}")
+            ax.errorbar(line["eps"], line["mean"], yerr=line["err"].fillna(0.0), fmt="none", ecolor=colours[label],
+                        elinewidth=0.8, capsize=2)
         ax.set(title=f"{d} / {o}", xlabel=CURVE_AXIS.get(curve, f"{curve} eps"), ylabel="accuracy (%)", ylim=(0, 100))
-    return _finish(fig, axs)
+    return _finish(fig, axs, _bar_note(c["count"]))
 
 
-def pareto(records: pd.DataFrame, curves: pd.DataFrame, axes: list[str]) -> Figure:
-    t = summarise(records, axes, ["time_run", "robust_acc"])
-    t = t[t["time_run_mean"].notna()]
+def pareto(records: pd.DataFrame, curves: pd.DataFrame, axes: list[str], speedup: str = "compute") -> Figure:
+    cost, scale, xlabel = COSTS[speedup]
+    t = summarise(records, axes, [cost, "robust_acc"])
+    t = t[t[f"{cost}_mean"].notna()]
     if t.empty:
         return _empty("no finished run")
-    t = t.assign(label=t.apply(_label, axis=1, axes=axes), minutes=t["time_run_mean"] / 60.0)
+    t = t.assign(label=t.apply(_label, axis=1, axes=axes), cost=t[f"{cost}_mean"] * scale, xerr=_bars(t, cost) * scale,
+                 yerr=_bars(t, "robust_acc", "robust_acc_se"))
     colours = _colours(records, axes)
     panels = list(dict.fromkeys(zip(t["dataset"], t["objective"])))
     fig, axs = _panels(len(panels))
     for ax, (d, o) in zip(axs, panels):
-        sub = t[(t["dataset"] == d) & (t["objective"] == o)].sort_values(["minutes", "robust_acc_mean"], ascending=[True, False])
+        sub = t[(t["dataset"] == d) & (t["objective"] == o)]
+        sub = sub.sort_values(["cost", "robust_acc_mean"], ascending=[True, False])
         front = sub[sub["robust_acc_mean"] > sub["robust_acc_mean"].cummax().shift(fill_value=float("-inf"))]
-        ax.step(front["minutes"], front["robust_acc_mean"], where="post", color="grey", lw=1.2, label="Pareto front")
+        ax.step(front["cost"], front["robust_acc_mean"], where="post", color="grey", lw=1.2, label="Pareto front")
         for _, p in sub.iterrows():
-            ax.scatter(p["minutes"], p["robust_acc_mean"], color=colours[p["label"]], label=p["label"], zorder=3)
-            ax.annotate(f"c={p['fraction']:g}", (p["minutes"], p["robust_acc_mean"]), fontsize=7,
+            ax.scatter(p["cost"], p["robust_acc_mean"], color=colours[p["label"]], label=p["label"], zorder=3)
+            ax.errorbar(p["cost"], p["robust_acc_mean"], xerr=p["xerr"], yerr=p["yerr"], fmt="none",
+                        ecolor=colours[p["label"]], elinewidth=0.8, capsize=2)
+            ax.annotate(f"c={p['fraction']:g}", (p["cost"], p["robust_acc_mean"]), fontsize=7,
                         textcoords="offset points", xytext=(4, 4))
-        ax.set(title=f"{d} / {o}", xlabel="total time (min), proxy scores included", ylabel="robust accuracy (%)")
-    return _finish(fig, axs)
+        ax.set(title=f"{d} / {o}", xlabel=xlabel, ylabel=f"{racc_label(records)} (%)")
+    return _finish(fig, axs, _bar_note(t["complete"]))
 
 
-FIGURES: dict[str, Callable[[pd.DataFrame, pd.DataFrame, list[str]], Figure]] = {
+FIGURES: dict[str, Callable[[pd.DataFrame, pd.DataFrame, list[str], str], Figure]] = {
     "robust_error_vs_speedup": robust_error_vs_speedup, "robust_acc_vs_eps": robust_acc_vs_eps, "pareto": pareto}
 
 
@@ -132,6 +176,8 @@ def save(fig: Figure, png: Path, pdf: Path) -> None:
     plt.close(fig)
 
 
-def draw(name: str, records: pd.DataFrame, curves: pd.DataFrame, axes: list[str], png: Path, pdf: Path) -> None:
+def draw(name: str, records: pd.DataFrame, curves: pd.DataFrame, axes: list[str], png: Path, pdf: Path,
+         speedup: str = "compute") -> None:
+    """Figure `name` with the speed-up / cost measure `speedup` (the grid key) as PNG and PDF."""
     sns.set_theme(style="whitegrid", context="paper")
-    save(FIGURES[name](records, curves, axes), png, pdf)
+    save(FIGURES[name](records, curves, axes, speedup), png, pdf)

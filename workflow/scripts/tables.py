@@ -1,7 +1,11 @@
-"""Snakemake script (rule tables): records.csv -> results/tables/{table1,method_fraction,timing}.{csv,md,tex}."""
+"""Snakemake script (rule tables): records.csv -> results/tables/{table1,method_fraction,timing}.{csv,md,tex,html},
+Table 1's paired comparison against the grid's `reference` selector."""
 from pathlib import Path
 
 import pandas as pd
 from aggregate import write_tables
+from script_log import logged
 
-write_tables(pd.read_csv(snakemake.input.records), list(snakemake.params.axes), Path(snakemake.output[0]).parent)  # noqa: F821
+with logged(snakemake.log[0]):  # noqa: F821
+    records = pd.read_csv(snakemake.input.records)  # noqa: F821
+    write_tables(records, list(snakemake.params.axes), Path(snakemake.output[0]).parent, snakemake.params.reference)  # noqa: F821

@@ -1,0 +1,137 @@
+"""The engine as the benchmark workflow sees it: one small facade, so that workflow/ asks acs_core instead of
+restating it. workflow/ imports nothing else from acs_core.
+
+Cheap to import (no torch): the functions that need a registry import it when called.
+
+- run_settings(block): some RunConfig keys, checked and typed by RunConfig, the names among them looked up;
+- check_name(kind, name): a data set, model, objective or evaluation suite is registered;
+- describe_selector(name, options): a selector entry's kind of run and the model outputs (view) it reads;
+- ignored_keys(kind): the RunConfig keys a kind of run ignores (sweeping one does not multiply that kind of run);
+- score_keys(adversarial): the RunConfig keys an `acs score` job depends on;
+- matched_epochs(settings, fraction): the epochs and milestones of a compute-matched full-data run;
+- stage_data(settings): one data set present (downloaded once where asked) and verified before any job reads it.
+Every error is a ConfigError whose one-line message names the key and the fix.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import ConfigError, RunConfig
+from .schedule import CORESET as CORESET_EPOCH
+from .schedule import FULL as FULL_EPOCH
+from .schedule import Schedule
+
+__all__ = ["BASELINE", "COMPUTE_MATCHED", "CORESET", "FULL", "SCORED", "UNATTACKED", "ConfigError", "SelectorInfo",
+           "check_name", "describe_selector", "ignored_keys", "matched_epochs", "run_settings", "score_keys",
+           "stage_data"]
+
+FULL = "full"  # the selector that trains every epoch on all data (RunConfig's default): a grid's shared baseline
+COMPUTE_MATCHED = "compute_matched"  # no registered selector: full data for the epoch-equivalents of a coreset run
+BASELINE, CORESET, SCORED = "baseline", "coreset", "scored"  # the other kinds of run: full data, a coreset, proxy scores
+UNATTACKED = "vanilla"  # the objective without an attack: what `acs score` runs for clean proxy scores
+
+SCHEDULE_KEYS = ("kappa", "select_every", "selection")  # what Schedule reads of a coreset run besides epochs, fraction
+
+_REGISTRIES = {"dataset": ("data", "DATASETS"), "model": ("models", "MODELS"), "objective": ("objectives", "OBJECTIVES"),
+               "suite": ("suites", "SUITES")}
+NAMED = {"dataset": "dataset", "objective": "objective", "model": "model", "proxy_model": "model"}  # key -> registry
+
+
+def run_settings(block: dict[str, Any]) -> dict[str, Any]:
+    """`block`'s keys with the values RunConfig types them to ({'epochs': '4'} -> {'epochs': 4}), every name among
+    them (model, proxy_model, ...) registered; raises ConfigError. Imports a registry (torch) only for a name."""
+    typed = {key: getattr(RunConfig.from_dict(block), key) for key in block}
+    for key, kind in NAMED.items():
+        if typed.get(key) is not None:
+            try:
+                check_name(kind, typed[key])
+            except ConfigError as err:
+                raise ConfigError(f"{key}: {err}") from None
+    return typed
+
+
+def check_name(kind: str, name: str) -> None:
+    """Raise ConfigError listing the valid names unless `name` is a registered `kind` (dataset, model, objective,
+    suite). Imports the registry's module (torch)."""
+    module, attr = _REGISTRIES[kind]
+    registry = getattr(importlib.import_module(f".{module}", __package__), attr)
+    if name not in registry:
+        raise ConfigError(f"unknown {registry.kind} {name!r}; valid: {', '.join(registry.names())}")
+
+
+@dataclass(frozen=True)
+class SelectorInfo:
+    """A selector entry as the engine reads it: registry name, options, kind of run, the model outputs it reads."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+    kind: str = CORESET  # BASELINE | COMPUTE_MATCHED | CORESET | SCORED
+    view: str | None = None  # clean | adversarial; None: it reads no model outputs
+
+
+def describe_selector(name: str, options: dict[str, Any]) -> SelectorInfo:
+    """The SelectorInfo of registry name `name` with `options` (or of COMPUTE_MATCHED, which has none); an unknown
+    name or option raises ConfigError. Imports the selectors (torch)."""
+    if name == COMPUTE_MATCHED:
+        if options:
+            raise ConfigError(f"options: {COMPUTE_MATCHED} has no options; remove them")
+        return SelectorInfo(name, {}, COMPUTE_MATCHED)
+    from .selection import build_selector
+
+    try:
+        selector = build_selector(name, options)
+    except (TypeError, ValueError) as err:  # the registry's unknown name, a bad option value
+        raise ConfigError(str(err)) from None
+    kind = SCORED if selector.uses_scores else CORESET if selector.uses_coreset else BASELINE
+    return SelectorInfo(name, dict(options), kind, selector.view)
+
+
+def ignored_keys(kind: str) -> tuple[str, ...]:
+    """The RunConfig keys a kind of run ignores: a run without a coreset the schedule's, a run without proxy scores
+    the proxy's; a compute-matched run reads kappa (matched_epochs turns it into its epochs). Imports acs_core.scores."""
+    from .scores import PROXY_KEYS
+
+    return {BASELINE: (*SCHEDULE_KEYS, *PROXY_KEYS), COMPUTE_MATCHED: ("select_every", "selection", *PROXY_KEYS),
+            CORESET: PROXY_KEYS, SCORED: ()}[kind]
+
+
+def score_keys(adversarial: bool) -> tuple[str, ...]:
+    """The RunConfig keys an `acs score` job depends on (acs_core.scores): those that shape the scores file, with the
+    objective's attack keys when `adversarial`, and where the job reads its data and runs. Imports acs_core.scores."""
+    from .scores import ATTACK_KEYS, SCORE_KEYS
+
+    return (*SCORE_KEYS, *(ATTACK_KEYS if adversarial else ()))
+
+
+def matched_epochs(settings: dict[str, Any], fraction: float) -> dict[str, Any]:
+    """Epochs (and step milestones scaled with them) of full-data training with the epoch-equivalents of a coreset
+    run of `fraction` and these epochs / kappa: its full-data epochs + `fraction` x its coreset epochs, rounded, at
+    least 1 (selection not counted)."""
+    cfg = RunConfig.from_dict({k: v for k, v in settings.items() if k in ("epochs", "kappa", "milestones")})
+    plan = Schedule(cfg.epochs, fraction, cfg.kappa, coreset=True)
+    phases = [plan.phase(epoch) for epoch in range(cfg.epochs)]
+    epochs = max(1, round(phases.count(FULL_EPOCH) + fraction * phases.count(CORESET_EPOCH)))
+    out: dict[str, Any] = {"epochs": epochs}
+    if cfg.milestones:
+        out["milestones"] = sorted({round(m * epochs / cfg.epochs) for m in cfg.milestones})
+    return out
+
+
+def stage_data(settings: dict[str, Any]) -> dict[str, Any]:
+    """Make the data set of `settings` (dataset, data_dir, download) present and verified where runs read it: both
+    splits loaded whole by the loader runs use (CIFAR/SVHN: torchvision's md5 check, and its one download where
+    download is true); returns what was verified. Missing data is a ConfigError naming the folder and the fix.
+    Imports acs_core.data (torch)."""
+    from .data import DataMissingError, load_data
+    from .registry import UnknownNameError
+
+    cfg = RunConfig.from_dict({**settings, "train_size": 0, "val_size": 0, "test_size": 0})
+    try:
+        data = load_data(cfg)
+    except (DataMissingError, UnknownNameError) as err:
+        raise ConfigError(str(err)) from None
+    return {"dataset": cfg.dataset, "data_dir": cfg.data_dir, "download": cfg.download,
+            "train": list(data.train.x.shape), "test": list(data.test.x.shape),
+            "classes": len(set(data.train.y.tolist()) | set(data.test.y.tolist()))}
