@@ -33,10 +33,13 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, n
                attacks: tuple[str, ...] = ()) -> torch.Tensor:
     """AutoAttack's adversarial inputs for (x, y) (misclassified or robust points are returned unchanged), run on
     `device` (the caller's: a model need not have parameters to tell it); `attacks` lists the components of
-    version='custom' (e.g. ("apgd-ce", "square"))."""
+    version='custom' (e.g. ("apgd-ce", "apgd-dlr")), which run at the standard version's settings (one restart each,
+    AA_ITERATIONS iterations), not at pyautoattack's own custom defaults (5 APGD and FAB restarts)."""
     AutoAttack = import_autoattack()
-    adversary = AutoAttack(model, norm=NORMS[norm], eps=eps, version=version, seed=seed, device=device,
-                           attacks=list(attacks) if version == "custom" else None)
+    adversary = AutoAttack(model, norm=NORMS[norm], eps=eps, version="standard" if version == "custom" else version,
+                           seed=seed, device=device)
+    if version == "custom":
+        adversary.attacks_to_run = list(attacks)
     x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
     return x_adv.detach()
 

@@ -1,4 +1,5 @@
-"""The `acs` command: list / train / bench. Bad input -> one line on stderr naming the field, exit code 2."""
+"""The `acs` command: list, train, score, evaluate, bench, submit. Bad input -> one line naming the field,
+exit code 2; a run that fails (diverges) -> one line saying where, exit code 1."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +9,7 @@ from typing import Callable
 
 from .config import ConfigError, RunConfig, load_config
 from .data import DataMissingError
-from .records import RunFolderError
+from .records import DivergedError, RunFolderError
 from .registry import Registry, UnknownNameError
 
 # errors a user fixes (bad input, missing data or optional package): one line and exit 2, no traceback
@@ -154,7 +155,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import EVAL_FILE, evaluate_run, parse_eps_list
 
     fgsm_eps = None if args.fgsm_eps is None else parse_eps_list(args.fgsm_eps)
-    res = evaluate_run(args.run_dir, args.suite, args.batch_size, args.device, args.test_size, fgsm_eps, args.out, args.quiet)
+    res = evaluate_run(args.run_dir, args.suite, args.batch_size, args.device, args.test_size, fgsm_eps, args.out, args.quiet,
+                       args.strength_subset)
     attacks = "  ".join(f"{name} {a['acc']:.2f}%" for name, a in res["attacks"].items())
     failed = [c["name"] for c in res["sanity"]["checks"] if not c["ok"]]
     print(f"{args.out or f'{args.run_dir}/{EVAL_FILE}'}: {res['suite']} on {res['test_samples']} test images: "
@@ -180,6 +182,8 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test-size", type=int, help="stratified test subset size (0 = all) [the run's test_size]")
     p.add_argument("--fgsm-eps", metavar="E1,E2,...", help="add an l_inf FGSM accuracy-vs-eps sweep at these eps "
                                                             "(pixel units, fractions allowed: 0,2/255,8/255)")
+    p.add_argument("--strength-subset", type=int, metavar="N", help="images of the attack-strength check (APGD-CE+DLR "
+                   "on a fixed stratified subset; 0 = no check) [the suite's]")
     p.add_argument("--out", metavar="FILE", help="where to write the result [RUN_DIR/eval.json]")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_evaluate)
@@ -203,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "loop; evaluate RUN_DIR: seconds per 1,000 test images of each evaluation suite on the run's model")
     p.add_argument("--batches", type=int, default=20, help="timed batches per measurement")
     p.add_argument("--repeats", type=int, default=3, help="alternating measurements of each loop")
-    p.add_argument("--suites", default="quick,paper,full", help="evaluate: suites to time, comma-separated [quick,paper,full]")
+    p.add_argument("--suites", default="quick,paper,apgd,full", help="evaluate: suites to time, comma-separated "
+                   "[quick,paper,apgd,full]")
     p.add_argument("--test-size", type=int, help="evaluate: stratified test subset size [the run's test_size]")
     p.add_argument("--batch-size", type=int, help="evaluate: evaluation batch size [the run's eval_batch_size]")
     p.add_argument("--device", default="auto", help="evaluate: auto | cpu | cuda [auto]")
@@ -229,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as err:
         print(f"acs: error: {err}", file=sys.stderr)
         return 2
+    except DivergedError as err:  # the run folder's failed.json says the same
+        print(f"acs: error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

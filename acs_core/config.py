@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,6 +17,22 @@ import yaml
 
 class ConfigError(ValueError):
     """A bad configuration value; the message names the field and how to fix it (the CLI exits with 2)."""
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader that also reads 1e-3, 5E-4, 2e5 as floats (YAML 1.1 wants 1.0e-3; Python does not)."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)[eE][-+]?\d+$"),
+                              list("-+.0123456789"))
+
+
+def _parse(key: str, text: str) -> Any:
+    """One YAML value as config files and key=value arguments write it; an empty text is None."""
+    try:
+        return yaml.load(text, Loader=_Loader) if text.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"{key}: {text!r} is not a YAML value; quote it or fix the brackets") from None
 
 
 @dataclass
@@ -68,6 +86,7 @@ class RunConfig:
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
     amp: str = field(default="none", metadata={"help": "training autocast: none | bf16 | fp16 (evaluation stays fp32)"})
     channels_last: bool = field(default=False, metadata={"help": "channels_last memory format (helps convolutions on GPUs)"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the model of the training attacks and updates (selection and evaluation stay eager); where it cannot compile: one warning, eager"})
     out: str = field(default="results/runs/default", metadata={"help": "run folder (metrics.json, model.pt, coresets/)"})
     quiet: bool = field(default=False, metadata={"help": "no progress bars (batch jobs)"})
 
@@ -111,6 +130,11 @@ class RunConfig:
             (self.eval_batch_size >= 1, "eval_batch_size", f"{self.eval_batch_size} < 1"),
             (self.lr > 0, "lr", f"{self.lr} must be > 0"),
             (self.beta >= 0, "beta", f"{self.beta} is negative"),
+            (self.momentum >= 0, "momentum", f"{self.momentum} is negative; use e.g. momentum=0.9"),
+            (self.weight_decay >= 0, "weight_decay", f"{self.weight_decay} is negative; use e.g. weight_decay=5e-4"),
+            (self.lr_gamma > 0, "lr_gamma", f"{self.lr_gamma} must be > 0; use e.g. lr_gamma=0.1"),
+            (self.seed >= 0, "seed", f"{self.seed} is negative; use seed=0 or more"),
+            (self.data_seed >= 0, "data_seed", f"{self.data_seed} is negative; use data_seed=0 or more"),
             (self.train_size >= 0, "train_size", f"{self.train_size} is negative; 0 means all"),
             (self.val_size >= 0, "val_size", f"{self.val_size} is negative"),
             (self.test_size >= 0, "test_size", f"{self.test_size} is negative; 0 means all"),
@@ -129,16 +153,17 @@ def _field_type(cls: type, key: str) -> Any:
 
 
 def _coerce(key: str, value: Any, annotation: Any) -> Any:
-    """Convert a YAML-parsed (or string) value to the field's declared type, or raise ConfigError naming the key."""
-    if isinstance(value, str) and annotation is not str:
-        value = yaml.safe_load(value) if value.strip() else None
+    """Convert a YAML-parsed (or string) value to the field's declared type, or raise ConfigError naming the key.
+    A string for a str field stays as written (scores=1e5 names a file); floats take every usual form (1e-3, .5)."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
+        if value is None or (isinstance(value, str) and _parse(key, value) is None):
             return None
         (annotation,) = [a for a in args if a is not type(None)]
         return _coerce(key, value, annotation)
+    if isinstance(value, str) and annotation is not str:
+        value = _parse(key, value)
     if origin is list:
         items = value if isinstance(value, list) else [value]
         return [_coerce(key, v, args[0]) for v in items]
@@ -151,6 +176,8 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     if annotation is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: {value} is not a finite number")
         return float(value)
     if annotation is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return str(value)
@@ -165,7 +192,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError(f"{item!r}: expected key=value, e.g. dataset=fashion_mnist")
         if key.startswith("selector."):
-            values.setdefault("selector_opts", {})[key.split(".", 1)[1]] = yaml.safe_load(raw)
+            values.setdefault("selector_opts", {})[key.split(".", 1)[1]] = _parse(key, raw)
         else:
             values[key] = raw
     return values
@@ -179,7 +206,7 @@ def load_config(path: str | None, overrides: list[str]) -> RunConfig:
         if not p.is_file():
             raise ConfigError(f"--config: file {path} does not exist")
         try:
-            loaded = yaml.safe_load(p.read_text()) or {}
+            loaded = yaml.load(p.read_text(), Loader=_Loader) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"--config: {path} is not valid YAML/JSON ({str(err).splitlines()[0]})") from None
         if not isinstance(loaded, dict):
@@ -193,7 +220,7 @@ def load_config(path: str | None, overrides: list[str]) -> RunConfig:
     return RunConfig.from_dict(values)
 
 
-def config_hash(cfg: RunConfig, ignore: tuple[str, ...] = ("out", "quiet", "device")) -> str:
+def config_hash(cfg: RunConfig, ignore: tuple[str, ...] = ("out", "quiet", "device", "compile")) -> str:
     """A stable digest of the keys that change results, to refuse resuming a different run in the same folder."""
     d = {k: v for k, v in cfg.to_dict().items() if k not in ignore}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

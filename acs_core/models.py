@@ -1,7 +1,7 @@
 """Classifiers on [0,1] inputs: normalisation inside, `features(x)` = penultimate activations, `head` = last linear layer."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 import torch.nn as nn
@@ -10,8 +10,16 @@ import torch.nn.functional as F
 from .registry import Registry
 
 
+class PassCounter(Protocol):
+    """What counts a model's sample-passes (timing.PhaseTimer): told of each batch of features as it is computed."""
+
+    def record(self, output: torch.Tensor) -> None: ...
+
+
 class Classifier(nn.Module):
     """Base class: forward(x) = head(features(x)); subclasses define `body` mapping normalised x to features."""
+
+    pass_counter: PassCounter | None = None  # set by PhaseTimer.watch: every pass through the body is counted
 
     def __init__(self, in_channels: int, num_classes: int, mean: tuple[float, ...], std: tuple[float, ...], feature_dim: int) -> None:
         super().__init__()
@@ -25,7 +33,10 @@ class Classifier(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features h (N, feature_dim) of inputs in [0,1]; selectors take gradients w.r.t. the head on them."""
-        return self.body((x - self.mean) / self.std)
+        h = self.body((x - self.mean) / self.std)
+        if self.pass_counter is not None:
+            self.pass_counter.record(h)
+        return h
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

@@ -1,11 +1,16 @@
-"""The run folder: versioned metrics.json, model.pt (state_dict + spec), coresets/, atomic writes, load_run()."""
+"""The run folder: versioned metrics.json, model.pt (state_dict + spec), coresets/, failed.json of a diverged run,
+the lock of the process writing it, atomic writes, load_run()."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import math
 import os
+import socket
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -14,10 +19,48 @@ from .models import Classifier, build_model
 
 SCHEMA_VERSION = 1
 METRICS, MODEL, CHECKPOINT, CORESETS = "metrics.json", "model.pt", "checkpoint.pt", "coresets"
+FAILED, LOCK = "failed.json", ".lock"  # failed.json: the workflow's failure marker (workflow/scripts/mark_failed.py)
 
 
 class RunFolderError(RuntimeError):
-    """A run folder that cannot be used: missing or corrupt files, or it holds a different run."""
+    """A run folder that cannot be used: missing or corrupt files, it holds a different run, or another process writes it."""
+
+
+class DivergedError(RuntimeError):
+    """The training loss or the weights became non-finite at `step` of `epoch` (both counted from 0, as in the
+    history; the epoch is filled in by the run loop, which knows it)."""
+
+    def __init__(self, step: int, loss: float, epoch: int | None = None) -> None:
+        super().__init__(step, loss, epoch)  # args rebuild it when pickled (submitit)
+        self.step, self.loss, self.epoch = step, loss, epoch
+
+    def __str__(self) -> str:
+        what = "weights" if math.isfinite(self.loss) else f"loss ({self.loss})"
+        where = f"step {self.step}" if self.epoch is None else f"epoch {self.epoch}, step {self.step}"
+        return f"training diverged: non-finite {what} at {where} (counted from 0); lower lr and rerun"
+
+
+@contextlib.contextmanager
+def run_folder_lock(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive flock on run_dir/.lock while this process writes the run folder; a second process pointed at
+    the same folder raises RunFolderError instead of interleaving its writes (the lock dies with the process)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / LOCK, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            raise RunFolderError(f"out: {run_dir} is being written by another process ({fh.read().strip() or 'unknown'}); "
+                                 "wait for it to finish or choose another out=") from None
+        fh.truncate(0)
+        fh.write(f"host {socket.gethostname()} pid {os.getpid()}\n")
+        fh.flush()
+        yield
+
+
+def save_divergence(run_dir: Path, err: DivergedError) -> None:
+    """failed.json of a diverged run, in the keys the workflow's aggregation reads (stage, error) plus where it happened."""
+    write_json(run_dir / FAILED, {"stage": "train", "status": "diverged", "epoch": err.epoch, "step": err.step, "error": str(err)})
 
 
 def _atomic(path: Path, write: Any) -> None:

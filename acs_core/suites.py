@@ -1,4 +1,5 @@
-"""Evaluation suites by name: the attacks run at the run's own norm and eps, plus optional accuracy-vs-eps sweeps.
+"""Evaluation suites by name: the attacks run at the run's own norm and eps, plus optional accuracy-vs-eps sweeps, and
+the reference attack of every evaluation's attack-strength check (APGD-CE + APGD-DLR).
 
 A new suite is one `SUITES.register(...)` line; a new kind of attack is one builder in `ATTACK_KINDS`.
 
@@ -21,6 +22,10 @@ from .registry import Registry
 # accuracy-vs-eps grids, as multiples of the base eps of each norm (the run's eps for its own norm, else the data
 # set's default eps for the other norm)
 SWEEP_SCALES = (0.0, 0.125, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+NORM_LABELS = {"linf": "l_inf", "l2": "l_2"}
+KIND_LABELS = {"fgsm": "FGSM", "pgd": "PGD", "ppgd": "PPGD", "lpa": "LPA", "flow": "Flow", "rotation": "Rotation"}
+AA_COMPONENT_LABELS = {"apgd-ce": "APGD-CE", "apgd-dlr": "APGD-DLR", "apgd-t": "APGD-T", "fab": "FAB", "fab-t": "FAB-T",
+                       "square": "Square"}
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,19 @@ class AttackSpec:
         if self.kind in NON_LP_KINDS:
             return f"{self.kind}{self.steps}_{norm}" if self.kind in ("ppgd", "lpa") else self.kind
         return f"pgd{self.steps}{f'x{self.restarts}' if self.restarts > 1 else ''}_{norm}"
+
+    def label(self, norm: str) -> str:
+        """The attack at threat model `norm` as tables name it: FGSM, PGD-20, PGD-50x10, AutoAttack, APGD-CE+APGD-DLR,
+        PPGD-10 (also PGD in a pat run's perceptual threat model), Rotation, ...; a fixed l_p threat model adds its norm
+        (PGD-20 l_inf)."""
+        if self.kind == "autoattack":
+            base = ("+".join(AA_COMPONENT_LABELS[c] for c in self.components) if self.version == "custom"
+                    else "AutoAttack" + ("" if self.version == "standard" else f" {self.version}"))
+        else:
+            kind = "ppgd" if self.kind == "pgd" and norm == "perceptual" else self.kind
+            base = KIND_LABELS[kind] + ("" if kind in ("fgsm", "rotation") else f"-{self.steps}")
+            base += f"x{self.restarts}" if self.restarts > 1 else ""
+        return base + (f" {NORM_LABELS[self.norm]}" if self.norm in NORM_LABELS else "")
 
     def alpha(self, norm: str, eps: float) -> float | None:
         """The step size at `eps` (FGSM: one step of eps; AutoAttack: none, it adapts its own)."""
@@ -132,23 +150,41 @@ ATTACK_KINDS: dict[str, Callable[[AttackSpec, str, float, int, int], Attack]] = 
 @dataclass(frozen=True)
 class Suite:
     """Attacks at the run's norm and eps (their per-example worst case is the suite's robust accuracy), plus sweeps:
-    an l_inf FGSM sweep and PGD-20 accuracy-vs-eps curves for the listed norms, both over SWEEP_SCALES."""
+    an l_inf FGSM sweep and PGD-20 accuracy-vs-eps curves for the listed norms, both over SWEEP_SCALES; and the size
+    of the test subset its attack-strength check runs on (evaluate.strength_verdict)."""
 
     attacks: tuple[AttackSpec, ...]
     fgsm_sweep: bool = False
     curves: tuple[str, ...] = ()
+    strength_subset: int = 200
+
+    def label(self, norm: str) -> str:
+        """The attacks behind the suite's robust accuracy on a run of threat model `norm`, as tables name them: PGD-20,
+        APGD-CE+APGD-DLR+PGD-20, ... (clean: no attack)."""
+        return "+".join(spec.label(spec.norm or norm) for spec in self.attacks) or "clean"
 
 
 PGD20 = AttackSpec("pgd", steps=20)  # also the attack of the PGD accuracy-vs-eps curves
 PAPER_PGD = AttackSpec("pgd", steps=50, restarts=10, step_ratio=0.25, early_stop=True)
+PAPER_TRADES_PGD = AttackSpec("pgd", steps=50, restarts=20, step_ratio=0.765 / 8, early_stop=True)
+APGD = AttackSpec("autoattack", version="custom", components=("apgd-ce", "apgd-dlr"))  # 100 iterations, 1 restart each
+APGD_CE = AttackSpec("autoattack", version="custom", components=("apgd-ce",))  # the DLR loss needs 3 or more classes
 
 SUITES: Registry[Suite] = Registry("suite")
+# quick's strength check runs on 100 images, not 200: on 200 it cost more than quick's own PGD-20 on a 500-image split
 SUITES.register("quick", "clean + PGD-20 at the run's norm and eps, step as in training (the attack of metrics.json)")(
-    Suite((PGD20,)))
+    Suite((PGD20,), strength_subset=100))
 SUITES.register("paper", "clean + PGD-50 x 10 restarts, step eps/4 (2/255 at 8/255), only still-correct samples updated")(
     Suite((PAPER_PGD,)))
 SUITES.register("paper_trades", "the ACS evaluation of TRADES runs: PGD-50 x 20 restarts, step 0.765/255 at 8/255")(
-    Suite((AttackSpec("pgd", steps=50, restarts=20, step_ratio=0.765 / 8, early_stop=True),)))
+    Suite((PAPER_TRADES_PGD,)))
+SUITES.register("apgd", "APGD-CE + APGD-DLR (pyautoattack, 100 iterations, 1 restart each) + PGD-20 at the run's norm and eps")(
+    Suite((APGD, PGD20)))
+# apgd plus the paper's own attack, recorded on its own for comparison with the published numbers
+SUITES.register("paper_apgd", "apgd + paper's PGD-50 x 10 (robust_acc: the worst case of all three)")(
+    Suite((APGD, PGD20, PAPER_PGD)))
+SUITES.register("paper_trades_apgd", "apgd + paper_trades' PGD-50 x 20 (robust_acc: the worst case of all three)")(
+    Suite((APGD, PGD20, PAPER_TRADES_PGD)))
 SUITES.register("full", "paper + FGSM + PGD-20 + AutoAttack standard, FGSM sweep, PGD-20 curves for l_inf and l_2")(
     Suite((AttackSpec("fgsm"), PGD20, PAPER_PGD, AttackSpec("autoattack")), fgsm_sweep=True, curves=("linf", "l2")))
 

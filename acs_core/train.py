@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import platform
-import socket
+import json
+import math
+import pickle
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,15 +15,18 @@ import torch
 from tqdm import tqdm
 
 from . import __version__
+from .compile import training_model
 from .config import RunConfig, config_hash
 from .data import DataBundle, augment_batch, load_data
-from .evaluate import accuracy
+from .metrics import accuracy
 from .models import Classifier, build_model
 from .objectives import Objective, build_objective, weighted_mean
-from .proxy import ProxyScores, check_proxy_model, compute_scores, load_scores
-from .records import (CHECKPOINT, METRICS, SCHEMA_VERSION, RunFolderError, read_metrics, save_coreset, save_model,
-                      torch_save, write_json)
+from .proxy import check_proxy_model, compute_scores
+from .records import (CHECKPOINT, FAILED, METRICS, SCHEMA_VERSION, DivergedError, RunFolderError, read_metrics,
+                      run_folder_lock, save_coreset, save_divergence, save_model, torch_save, write_json)
+from .runtime import environment, epoch_seed, make_optimizer, resolve_device
 from .schedule import FULL, SKIP, Schedule, learning_rate
+from .scores import ProxyScores, load_scores
 from .selection import Coreset, SelectionContext, Selector, build_selector
 from .timing import PhaseTimer
 
@@ -43,6 +46,7 @@ class Experiment:
     device: torch.device
     spec: dict[str, Any]
     model: Classifier
+    train_model: torch.nn.Module  # what training attacks and updates call: `model`, or with compile=true its CompiledModel
     opt: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     amp: AmpFactory
@@ -58,25 +62,11 @@ class RunState:
     history: list[dict[str, Any]] = field(default_factory=list)
     selections: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)  # process CPU seconds per phase
+    passes: dict[str, dict[str, int]] = field(default_factory=dict)  # forward/backward sample-passes per phase
     wall_seconds: float = 0.0
     coreset_rows: list[int] | None = None
     coreset_weights: list[float] | None = None
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """Every epoch's randomness (shuffle, augmentation, attack noise, selection) is a function of (seed, epoch)."""
-    return seed * 1_000_003 + epoch
-
-
-def make_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
-    """SGD with the run's momentum and weight decay (the LR is set per epoch by the schedule)."""
-    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def build_experiment(cfg: RunConfig) -> Experiment:
@@ -99,16 +89,18 @@ def build_experiment(cfg: RunConfig) -> Experiment:
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
     amp = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
     return Experiment(cfg, data, objective, selector, Schedule.from_config(cfg, selector.uses_coreset), device, spec,
-                      model, opt, torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16"), amp,
-                      cfg.augment or data.spec.augment, scores)
+                      model, training_model(model, cfg.compile), opt,
+                      torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16"), amp, cfg.augment or data.spec.augment, scores)
 
 
 def train_epoch(exp: Experiment, rows: torch.Tensor, weights: torch.Tensor, timer: PhaseTimer, desc: str) -> dict[str, float]:
-    """One pass over training `rows` in random order minimising sum(gamma * loss) / sum(gamma) per batch."""
+    """One pass over training `rows` in random order minimising sum(gamma * loss) / sum(gamma) per batch; a non-finite
+    loss or weights at the end of the pass raise DivergedError (checked once per pass: no host sync per step)."""
     cfg, model, device = exp.cfg, exp.model, exp.device
     order = torch.randperm(len(rows))
     rows, weights = rows[order], weights[order].float().to(device)
     loss_sum = torch.zeros((), device=device)
+    batch_losses = torch.zeros(-(-len(rows) // cfg.batch_size), device=device)  # finds the first non-finite step
     correct = torch.zeros((), device=device)
     bar = tqdm(range(0, len(rows), cfg.batch_size), desc=desc, disable=cfg.quiet, leave=False, unit="batch")
     for step, start in enumerate(bar):
@@ -120,37 +112,44 @@ def train_epoch(exp: Experiment, rows: torch.Tensor, weights: torch.Tensor, time
         with timer("train_attack"):
             model.eval()  # attack with frozen BatchNorm statistics, then restore train mode for the update
             with exp.amp():
-                x_adv = exp.objective.perturb(model, x, y)
+                x_adv = exp.objective.perturb(exp.train_model, x, y)
             model.train()
         with timer("train_step"):
             with exp.amp():
-                losses, logits = exp.objective.loss(model, x, y, x_adv)
+                losses, logits = exp.objective.loss(exp.train_model, x, y, x_adv)
             loss = weighted_mean(losses, w)
             exp.opt.zero_grad(set_to_none=True)
             exp.scaler.scale(loss).backward()
             exp.scaler.step(exp.opt)
             exp.scaler.update()
-        loss_sum += losses.detach().float().sum()
+        batch_losses[step] = losses.detach().float().sum()
+        loss_sum += batch_losses[step]
         correct += (logits.argmax(1) == y).sum()
         if not cfg.quiet and step % 20 == 0:  # the only host sync in the loop, and only with a progress bar
             seen = min(start + cfg.batch_size, len(rows))
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{100 * correct.item() / seen:.1f}")
     n = max(len(rows), 1)
-    return {"train_loss": loss_sum.item() / n, "train_acc": 100.0 * correct.item() / n, "train_samples": len(rows)}
+    train_loss = loss_sum.item() / n
+    if not (math.isfinite(train_loss) and torch.stack([p.isfinite().all() for p in model.parameters()]).all()):
+        bad = (~batch_losses.isfinite()).nonzero().flatten().tolist()
+        raise DivergedError(bad[0] if bad else len(batch_losses) - 1, train_loss)
+    return {"train_loss": train_loss, "train_acc": 100.0 * correct.item() / n, "train_samples": len(rows)}
 
 
-def select_coreset(exp: Experiment, timer: PhaseTimer, epoch: int) -> Coreset:
+def select_coreset(exp: Experiment, timer: PhaseTimer, epoch: int, previous: Coreset | None) -> Coreset:
     """Run the selector on the current model (eval mode) over the training split with budget round(c * n); a
-    score-based selector without a scores file gets its proxy scores computed here, once per run (timed)."""
+    score-based selector without a scores file gets its proxy scores computed here, once per run (timed).
+    `previous`: the coreset in use until now, for the selector's diagnostics."""
     cfg = exp.cfg
     exp.model.eval()
     with timer("selection"):
         if exp.selector.uses_scores and exp.scores is None:
             with timer("selection_proxy"):
-                exp.scores = compute_scores(cfg, exp.data, exp.objective, exp.device)
+                exp.scores = compute_scores(cfg, exp.data, exp.objective, exp.device, meter=timer)
         ctx = SelectionContext(exp.model, exp.objective, exp.data.train, max(1, round(cfg.fraction * len(exp.data.train))),
                                cfg.fraction, exp.data.spec.num_classes, torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch)),
-                               exp.device, cfg.eval_batch_size, timer, epoch, exp.data.val, exp.scores, learning_rate(cfg, epoch))
+                               exp.device, cfg.eval_batch_size, timer, epoch, exp.data.val, exp.scores, learning_rate(cfg, epoch),
+                               previous)
         coreset = exp.selector.select(ctx)
     exp.model.train()
     return coreset
@@ -168,20 +167,14 @@ def final_evaluation(exp: Experiment) -> dict[str, Any]:
     }
 
 
-def environment(device: torch.device) -> dict[str, Any]:
-    """Where the run ran: host, device, GPU model, versions and the SLURM job id if any."""
-    return {
-        "host": socket.gethostname(), "device": str(device), "torch": torch.__version__, "python": platform.python_version(),
-        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "slurm_node": os.environ.get("SLURMD_NODENAME"),
-    }
-
-
 def _restore(path: Path, exp: Experiment, digest: str) -> RunState:
     """Load model, optimiser and run state from an unfinished run's checkpoint (or start fresh)."""
     if not path.exists():
         return RunState()
-    ckpt = torch.load(path, map_location=exp.device, weights_only=False)
+    try:
+        ckpt = torch.load(path, map_location=exp.device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        raise RunFolderError(f"{path}: unreadable checkpoint ({err.__class__.__name__}); delete it to restart the run") from None
     if ckpt["config_hash"] != digest:
         raise RunFolderError(f"out: {path.parent} holds an unfinished different run; choose another out= or delete it")
     exp.model.load_state_dict(ckpt["model"])
@@ -191,25 +184,47 @@ def _restore(path: Path, exp: Experiment, digest: str) -> RunState:
 
 
 def _checkpoint(path: Path, exp: Experiment, digest: str, state: RunState) -> None:
+    """Tensors, numbers, strings, lists and dicts only, so that it loads with torch.load(weights_only=True); the run
+    state is what metrics.json records, so a JSON round trip turns its numpy scalars (selection info) into numbers."""
     torch_save(path, {"config_hash": digest, "model": exp.model.state_dict(), "optimizer": exp.opt.state_dict(),
-                      "scaler": exp.scaler.state_dict(), "state": asdict(state)})
+                      "scaler": exp.scaler.state_dict(), "state": json.loads(json.dumps(asdict(state)))})
+
+
+def _finished(out: Path, digest: str) -> dict[str, Any] | None:
+    """The record of the run finished in `out`, or None; a different finished run there raises RunFolderError."""
+    done = read_metrics(out)
+    if done is not None and done["config_hash"] != digest:
+        raise RunFolderError(f"out: {out} already holds a different finished run; choose another out= or delete it")
+    return done
 
 
 def run(cfg: RunConfig) -> dict[str, Any]:
-    """Train and evaluate one experiment into cfg.out; returns the metrics record (also in metrics.json)."""
+    """Train and evaluate one experiment into cfg.out; returns the metrics record (also in metrics.json). Bad input
+    raises before anything is written; while this process writes the folder, another one pointed at it is refused."""
     out, digest = Path(cfg.out), config_hash(cfg)
-    done = read_metrics(out)
+    done = _finished(out, digest)
     if done is not None:
-        if done["config_hash"] != digest:
-            raise RunFolderError(f"out: {out} already holds a different finished run; choose another out= or delete it")
         return done
     exp = build_experiment(cfg)
+    with run_folder_lock(out):
+        done = _finished(out, digest)  # finished by another process while this one was building its experiment
+        if done is not None:
+            return done
+        (out / FAILED).unlink(missing_ok=True)  # a failure recorded by an earlier attempt no longer holds
+        return _train(exp, out, digest)
+
+
+def _train(exp: Experiment, out: Path, digest: str) -> dict[str, Any]:
+    """The epochs (resumed from the checkpoint), the final evaluation and the record; a diverged run leaves failed.json
+    and no checkpoint (a rerun starts afresh, e.g. with a lower lr) and raises DivergedError."""
+    cfg = exp.cfg
     state = _restore(out / CHECKPOINT, exp, digest)
-    timer = PhaseTimer(exp.device, state.timings)
+    timer = PhaseTimer(exp.device, state.timings, state.cpu, state.passes)
+    timer.watch(exp.model)
     coreset = None if state.coreset_rows is None else Coreset(torch.tensor(state.coreset_rows), torch.tensor(state.coreset_weights))
 
     for epoch in range(state.epoch, cfg.epochs):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         torch.manual_seed(epoch_seed(cfg.seed, epoch))
         lr = learning_rate(cfg, epoch)
         for group in exp.opt.param_groups:
@@ -217,7 +232,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         phase, entry = exp.schedule.phase(epoch), {}
         if exp.schedule.selects(epoch):
             before = timer.flush()
-            coreset = select_coreset(exp, timer, epoch)
+            coreset = select_coreset(exp, timer, epoch, coreset)
             path = save_coreset(out, epoch, coreset.indices, exp.data.train.index[coreset.indices], coreset.weights)
             seconds = {k: v - before.get(k, 0.0) for k, v in timer.flush().items() if k.startswith("selection")}
             state.selections.append({"epoch": epoch, "size": len(coreset.indices), "file": path, "seconds": seconds, **coreset.info})
@@ -225,13 +240,21 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         if phase != SKIP:
             full = torch.arange(len(exp.data.train))
             rows, weights = (full, torch.ones(len(full))) if phase == FULL else (coreset.indices, coreset.weights)
-            entry = train_epoch(exp, rows, weights, timer, desc=f"epoch {epoch + 1}/{cfg.epochs} {phase}")
+            try:
+                entry = train_epoch(exp, rows, weights, timer, desc=f"epoch {epoch + 1}/{cfg.epochs} {phase}")
+            except DivergedError as err:
+                err.epoch = epoch
+                save_divergence(out, err)
+                (out / CHECKPOINT).unlink(missing_ok=True)
+                raise
             with timer("validation"):
                 entry["val_acc"] = accuracy(exp.model, exp.data.val, exp.device, cfg.eval_batch_size)
         seconds = time.perf_counter() - t0
         state.wall_seconds += seconds
-        state.history.append({"epoch": epoch, "phase": phase, "lr": lr, **entry, "seconds": seconds})
-        state.epoch, state.timings = epoch + 1, timer.flush()
+        state.history.append({"epoch": epoch, "phase": phase, "lr": lr, **entry, "seconds": seconds,
+                              "cpu_seconds": time.process_time() - c0})
+        meter = timer.state()
+        state.epoch, state.timings, state.cpu, state.passes = epoch + 1, meter["wall"], meter["cpu"], meter["passes"]
         _checkpoint(out / CHECKPOINT, exp, digest, state)
         if not cfg.quiet:
             tqdm.write(_epoch_line(state.history[-1]))
@@ -239,21 +262,48 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     with timer("evaluation"):
         final = final_evaluation(exp)
-    timings = {**timer.flush(), "total": state.wall_seconds + time.perf_counter() - t0,
-               "training_epochs": sum(h["seconds"] for h in state.history)}
+    meter = timer.state()
+    timings = {**meter["wall"], "total": state.wall_seconds + time.perf_counter() - t0,
+               "training_epochs": sum(h["seconds"] for h in state.history),
+               "cpu": {**meter["cpu"], "training_epochs": sum(h["cpu_seconds"] for h in state.history)}}
     record = {
         "schema_version": SCHEMA_VERSION, "acs_core_version": __version__, "status": "complete",
         "config": cfg.to_dict(), "config_hash": digest,
         "resolved": {"eps": exp.objective.eps, "alpha": exp.objective.alpha, "augment": exp.augment,
                      "train_samples": len(exp.data.train), "val_samples": len(exp.data.val),
                      "warm_end": exp.schedule.warm_end, "full_end": exp.schedule.full_end},
-        "history": state.history, "selections": state.selections, "timings": timings, "final": final,
+        "history": state.history, "selections": state.selections, "timings": timings,
+        "compute": compute_record(meter["passes"], state.history, exp), "final": final,
         "environment": environment(exp.device), "model_spec": exp.spec,
     }
     save_model(out, exp.model, exp.spec)
     write_json(out / METRICS, record)
     (out / CHECKPOINT).unlink()
     return record
+
+
+def compute_record(passes: dict[str, dict[str, int]], history: list[dict[str, Any]], exp: Experiment) -> dict[str, Any]:
+    """The run's sample-passes (deterministic: the same config gives the same counts on any machine and load), in
+    epoch-equivalents of full-data adversarial training of its objective: `epoch_passes` = the training attack's and
+    update's passes per trained sample times the training split's size. A coreset run's `schedule_bound` is the
+    speed-up its schedule allows, E over the epochs-equivalents it trains plus its selections' measured passes;
+    `bound_ratio` = the speed-up over E it achieved (validation and proxy included) over that bound."""
+    total = {phase: p["forward"] + p["backward"] for phase, p in passes.items()}
+    evaluation = total.get("evaluation", 0)
+    training = sum(total.values()) - evaluation
+    trained = sum(h.get("train_samples", 0) for h in history)
+    per_sample = (total.get("train_attack", 0) + total.get("train_step", 0)) / trained if trained else 0.0
+    epoch_passes = round(per_sample * len(exp.data.train))
+    out: dict[str, Any] = {"passes": passes, "training_passes": training, "evaluation_passes": evaluation,
+                           "epoch_passes": epoch_passes, "proxy_passes": exp.scores.job_compute().get("passes", 0) if exp.scores else 0,
+                           "training_epoch_equivalents": training / epoch_passes if epoch_passes else None,
+                           "schedule_bound": None, "bound_ratio": None}
+    if exp.selector.uses_coreset and epoch_passes:
+        selection = sum(v for phase, v in total.items() if phase.startswith("selection"))
+        scheduled = trained / len(exp.data.train) + selection / epoch_passes
+        out["schedule_bound"] = exp.cfg.epochs / scheduled
+        out["bound_ratio"] = exp.cfg.epochs / out["training_epoch_equivalents"] / out["schedule_bound"]
+    return out
 
 
 def _epoch_line(h: dict[str, Any]) -> str:

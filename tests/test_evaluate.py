@@ -15,9 +15,10 @@ from acs_core import attacks, evaluate
 from acs_core.cli import main
 from acs_core.config import RunConfig
 from acs_core.data import Split, load_synthetic
-from acs_core.evaluate import EVAL_FILE, accuracy, evaluate_model, evaluate_run, parse_eps_list, sanity_checks
+from acs_core.evaluate import EVAL_FILE, evaluate_model, evaluate_run, parse_eps_list, sanity_checks
 from acs_core.records import METRICS, MODEL
 from acs_core.suites import SUITES, AttackSpec, Suite
+from acs_core.metrics import accuracy
 from acs_core.train import run
 
 CPU = torch.device("cpu")
@@ -135,7 +136,8 @@ def test_suite_attacks_and_fgsm_sweep_equal_torchattacks(model_and_test):
     torchattacks = pytest.importorskip("torchattacks")
     model, test = model_and_test
     sweep = [0.0, 0.05, 0.1]
-    res = evaluate_model(model, test, SUITES.get("quick"), "linf", 0.1, EPS, CPU, 50, seed=7, fgsm_eps=sweep, quiet=True)
+    res = evaluate_model(model, test, SUITES.get("quick"), "linf", 0.1, EPS, CPU, 50, seed=7, fgsm_eps=sweep, quiet=True,
+                         strength_subset=0)
 
     def ref_acc(attack) -> float:
         torch.manual_seed(7)
@@ -154,7 +156,8 @@ def test_suite_attacks_and_fgsm_sweep_equal_torchattacks(model_and_test):
 def test_curves_fall_with_eps_on_a_trained_model(model_and_test):
     model, test = model_and_test
     suite = Suite((), fgsm_sweep=True, curves=("linf", "l2"))
-    res = evaluate_model(model, test.subset(torch.arange(50)), suite, "linf", 0.1, EPS, CPU, 50, seed=0, quiet=True)
+    res = evaluate_model(model, test.subset(torch.arange(50)), suite, "linf", 0.1, EPS, CPU, 50, seed=0, quiet=True,
+                         strength_subset=0)
     assert set(res["curves"]) == {"fgsm_linf", "pgd_linf", "pgd_l2"}
     for name, points in res["curves"].items():
         accs = [p["acc"] for p in points]
@@ -292,7 +295,9 @@ def test_evaluate_run_writes_eval_json_and_reproduces_metrics(run_dir):
     metrics = json.loads((run_dir / METRICS).read_text())
     assert on_disk == json.loads(json.dumps(res))
     assert {"schema_version", "suite", "run_config_hash", "test_samples", "norm", "eps", "clean_acc", "attacks",
-            "robust_acc", "curves", "sanity", "seconds", "environment"} <= set(res)
+            "robust_acc", "robust_attack", "curves", "strength_check", "sanity", "seconds", "environment"} <= set(res)
+    assert res["robust_attack"] == "PGD-20" and res["attacks"]["pgd20_linf"]["label"] == "PGD-20"
+    assert res["strength_check"]["subset"] == min(SUITES.get("quick").strength_subset, res["test_samples"])
     assert (res["schema_version"], res["suite"], res["run_config_hash"]) == (1, "quick", metrics["config_hash"])
     final = metrics["final"]  # the same attack, seed, batches and test split as the run's final evaluation
     assert (res["test_samples"], res["clean_acc"], res["attacks"]["pgd20_linf"]["acc"]) == (
@@ -300,6 +305,18 @@ def test_evaluate_run_writes_eval_json_and_reproduces_metrics(run_dir):
     assert res["robust_acc"] == final["robust_acc"] and list(res["curves"]) == ["fgsm_linf"]
     assert not res["sanity"]["possible_gradient_masking"], res["sanity"]  # a normally (PGD-) trained run
     assert {"acc", "norm", "eps", "steps", "restarts", "seconds"} <= set(res["attacks"]["pgd20_linf"])
+
+
+def test_strength_subset_option(run_dir, tmp_path):
+    """--strength-subset sets the check's size; a negative one is one line, exit 2, nothing written."""
+    out = tmp_path / "quick.json"
+    assert main(["evaluate", str(run_dir), "--quiet", "--strength-subset", "20", "--out", str(out)]) == 0
+    check = json.loads(out.read_text())["strength_check"]
+    assert {"reference", "subset", "suite_robust_acc", "combined_robust_acc", "gap", "threshold", "p_value", "flagged",
+            "seconds", "autoattack_warnings"} == set(check) and (check["reference"], check["subset"]) == ("APGD-CE+APGD-DLR", 20)
+    bad = tmp_path / "bad.json"
+    assert main(["evaluate", str(run_dir), "--quiet", "--strength-subset", "-1", "--out", str(bad)]) == 2
+    assert not bad.exists()
 
 
 def test_paper_suite_on_a_subset(run_dir, tmp_path):
@@ -342,15 +359,16 @@ def test_bad_input_one_line_exit_2_nothing_written(run_dir, tmp_path, capsys, ca
     assert not (folder / EVAL_FILE).exists()
 
 
-def test_missing_pyautoattack_fails_before_any_attack_runs(run_dir, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("suite", ["full", "quick"])  # quick: its attack-strength check is APGD
+def test_missing_pyautoattack_fails_before_any_attack_runs(run_dir, tmp_path, monkeypatch, capsys, suite):
     monkeypatch.setitem(sys.modules, "pyautoattack", None)  # import pyautoattack now raises ImportError
 
     def no_attack(*args, **kwargs):
         raise AssertionError("an evaluation pass ran before the missing package was reported")
 
     monkeypatch.setattr(evaluate, "correct_mask", no_attack)
-    out = tmp_path / "full.json"
-    assert main(["evaluate", str(run_dir), "--suite", "full", "--out", str(out), "--quiet"]) == 2
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", str(run_dir), "--suite", suite, "--out", str(out), "--quiet"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("acs: error:") and "pyautoattack" in lines[0], lines
     assert not out.exists()
