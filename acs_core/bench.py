@@ -1,8 +1,9 @@
 """`acs bench train`: samples/s of the engine's adversarial training step against a plain torchattacks loop.
 
-Both loops run side by side in one process on the same rows (already on the device), from the same initial weights,
-with the same optimiser settings: one warm-up pass each, then `repeats` alternating (engine, reference) passes; the
-median samples/s of each is reported. This is a benchmark that prints figures, never a timed test.
+The loops (the engine; with compile=true also the engine through torch.compile; the reference) run side by side in
+one process on the same rows (already on the device), from the same initial weights, with the same optimiser
+settings: one warm-up pass each, then `repeats` rounds of one pass per loop in turn; the median samples/s of each is
+reported. This is a benchmark that prints figures, never a timed test.
 """
 from __future__ import annotations
 
@@ -16,9 +17,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .compile import CompiledModel
 from .config import ConfigError, RunConfig
 from .timing import PhaseTimer
-from .train import AmpFactory, build_experiment, make_optimizer, train_epoch
+from .runtime import make_optimizer
+from .train import AmpFactory, Experiment, build_experiment, train_epoch
+
 
 def _import_torchattacks() -> Any:
     """torchattacks (a benchmark/test-only dependency), or a one-line error saying how to install it."""
@@ -61,16 +65,19 @@ def _reference_pass(model: nn.Module, opt: torch.optim.Optimizer, attack: Any, b
         scaler.update()
 
 
-def bench_train(cfg: RunConfig, batches: int, repeats: int) -> dict[str, float]:
+def bench_train(cfg: RunConfig, batches: int, repeats: int) -> dict[str, Any]:
     """Median samples/s of PGD adversarial training (objective pgd_linf, cfg.attack_steps steps) of cfg.model on the
-    first `batches * cfg.batch_size` training rows of cfg.dataset, for the engine (`train_epoch`, unit weights) and
-    for a plain torchattacks reference loop; prints a table and returns the figures.
+    first `batches * cfg.batch_size` training rows of cfg.dataset, for the engine (`train_epoch`, unit weights; with
+    cfg.compile also the engine with torch.compile) and for a plain torchattacks reference loop; prints a table and
+    returns the figures.
 
-    Fairness: both loops see the same rows, already on the device (the engine through a Split whose tensors live
-    there, the reference as pre-scaled float batches), start from the same weights, use SGD with cfg's settings,
-    cfg.amp and cfg.channels_last, and no augmentation. Returns batch_size, samples, engine_samples_per_s,
-    reference_samples_per_s, ratio (engine / reference, of the medians) and the best run of each loop
-    (engine_best_samples_per_s, reference_best_samples_per_s: less sensitive to other load on a shared machine).
+    Fairness: every loop sees the same rows, already on the device (the engine through a Split whose tensors live
+    there, the reference as pre-scaled float batches), starts from the same weights, uses SGD with cfg's settings,
+    cfg.amp and cfg.channels_last, and no augmentation; the reference loop is never compiled. One warm-up pass each
+    (compilation included), then `repeats` rounds of one timed pass per loop in turn. Returns batch_size, samples,
+    and per loop L in engine, engine_compiled (with cfg.compile), reference: L_samples_per_s, L_best_samples_per_s
+    (the best run: less sensitive to other load on a shared machine) and, but for the reference, L_ratio (its median
+    / the reference's); `compiled` says whether torch.compile really ran (False after a fallback to eager).
     """
     torchattacks = _import_torchattacks()
     if batches < 1:
@@ -84,7 +91,7 @@ def bench_train(cfg: RunConfig, batches: int, repeats: int) -> dict[str, float]:
     if n > len(exp.data.train):
         raise ConfigError(f"--batches: {batches} batches of {cfg.batch_size} need {n} training rows, "
                           f"{cfg.dataset} has {len(exp.data.train)}; use fewer batches or a smaller batch_size")
-    # the benchmark rows, on the device once and shared by both loops
+    # the benchmark rows, on the device once and shared by all loops
     exp.data.train = exp.data.train.subset(torch.arange(n)).to(device)
     rows = torch.arange(n, device=device)
     weights = torch.ones(n)
@@ -103,33 +110,39 @@ def bench_train(cfg: RunConfig, batches: int, repeats: int) -> dict[str, float]:
     exp.model.train()
     ref_model.train()
 
-    def engine() -> None:
-        train_epoch(exp, rows, weights, PhaseTimer(device), desc="bench engine")
+    def engine(run: Experiment, desc: str) -> Callable[[], object]:
+        return lambda: train_epoch(run, rows, weights, PhaseTimer(device), desc=desc)
 
-    def reference() -> None:
-        _reference_pass(ref_model, ref_opt, attack, ref_batches, exp.amp, ref_scaler)
-
-    _timed(device, engine)  # warm-up: allocator, kernels selection, caches
-    _timed(device, reference)
-    engine_rates, ref_rates = [], []
+    loops = {"engine": engine(dataclasses.replace(exp, train_model=exp.model), "bench engine")}
+    if cfg.compile:  # the compiled engine trains the same model and optimiser as the eager one, in turn
+        loops["engine_compiled"] = engine(exp, "bench engine compiled")
+    loops["reference"] = lambda: _reference_pass(ref_model, ref_opt, attack, ref_batches, exp.amp, ref_scaler)
+    for loop in loops.values():  # warm-up: allocator, kernel selection, caches, compilation
+        _timed(device, loop)
+    rates: dict[str, list[float]] = {name: [] for name in loops}
     for _ in range(repeats):
-        engine_rates.append(n / _timed(device, engine))
-        ref_rates.append(n / _timed(device, reference))
-    engine_rate, ref_rate = statistics.median(engine_rates), statistics.median(ref_rates)
+        for name, loop in loops.items():
+            rates[name].append(n / _timed(device, loop))
+    median = {name: statistics.median(r) for name, r in rates.items()}
+    compiled = isinstance(exp.train_model, CompiledModel) and exp.train_model.compiled is not None
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     table = [
         ("device", f"{device} / {name}"), ("model", cfg.model), ("dataset", cfg.dataset),
         ("attack", f"pgd{objective.steps}_linf eps {objective.eps:.4g} alpha {objective.alpha:.4g}"),
-        ("amp / channels_last", f"{cfg.amp} / {cfg.channels_last}"),
+        ("amp / channels_last / compile", f"{cfg.amp} / {cfg.channels_last} / {cfg.compile}"
+                                          + ("" if compiled or not cfg.compile else " (failed: eager)")),
         ("batch size", str(cfg.batch_size)), ("samples per pass", f"{n} ({batches} batches), {repeats} timed passes each, median"),
-        ("samples/s engine", f"{engine_rate:.1f}  (runs: {', '.join(f'{r:.1f}' for r in engine_rates)})"),
-        ("samples/s reference", f"{ref_rate:.1f}  (runs: {', '.join(f'{r:.1f}' for r in ref_rates)})"),
-        ("ratio engine/reference", f"{engine_rate / ref_rate:.3f}  (of the best runs: {max(engine_rates) / max(ref_rates):.3f})"),
     ]
+    table += [(f"samples/s {loop}", f"{median[loop]:.1f}  (runs: {', '.join(f'{r:.1f}' for r in rates[loop])})") for loop in loops]
+    table += [(f"ratio {loop}/reference", f"{median[loop] / median['reference']:.3f}  (of the best runs: "
+               f"{max(rates[loop]) / max(rates['reference']):.3f})") for loop in loops if loop != "reference"]
     width = max(len(k) for k, _ in table)
     for key, value in table:
         print(f"{key:<{width}}  {value}")
-    return {"batch_size": float(cfg.batch_size), "samples": float(n), "engine_samples_per_s": engine_rate,
-            "reference_samples_per_s": ref_rate, "ratio": engine_rate / ref_rate,
-            "engine_best_samples_per_s": max(engine_rates), "reference_best_samples_per_s": max(ref_rates)}
+    figures: dict[str, Any] = {"batch_size": cfg.batch_size, "samples": n, "compiled": compiled}
+    for loop in loops:
+        figures[f"{loop}_samples_per_s"], figures[f"{loop}_best_samples_per_s"] = median[loop], max(rates[loop])
+        if loop != "reference":
+            figures[f"{loop}_ratio"] = median[loop] / median["reference"]
+    return figures

@@ -207,14 +207,15 @@ def _torchvision_loader(name: str, cls_name: str, default: str, split_kw: bool) 
     return load
 
 
-def load_synthetic(root: Path | None, download: bool, n_train: int = 2000, n_test: int = 500) -> tuple[Split, Split]:
-    """A small learnable image set: 10 class templates (1x16x16) plus noise, quantised to uint8; fixed seed."""
+def load_synthetic(root: Path | None, download: bool, n_train: int = 2000, n_test: int = 500,
+                   shape: tuple[int, int, int] = (1, 16, 16)) -> tuple[Split, Split]:
+    """A small learnable image set: 10 class templates of `shape` plus noise, quantised to uint8; fixed seed."""
     g = torch.Generator().manual_seed(1234)
-    templates = torch.rand(10, 1, 16, 16, generator=g)
+    templates = torch.rand(10, *shape, generator=g)
 
     def draw(n: int) -> Split:
         y = torch.arange(n) % 10
-        x = 0.6 * templates[y] + 0.4 * torch.rand(n, 1, 16, 16, generator=g)
+        x = 0.6 * templates[y] + 0.4 * torch.rand(n, *shape, generator=g)
         return Split((x * 255).round().to(torch.uint8), y)
 
     return draw(n_train), draw(n_test)
@@ -287,6 +288,10 @@ DATASETS.register("svhn", "SVHN 32x32 colour digits, 10 classes, via torchvision
     DataSpec(_torchvision_loader("svhn", "SVHN", "data/svhn", True), 10, (3, 32, 32), (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), 8 / 255, 0.5, "crop"))
 DATASETS.register("synthetic", "generated 16x16 grey images of 10 noisy class templates, for fast tests")(
     DataSpec(load_synthetic, 10, (1, 16, 16), (0.5,), (0.25,), 0.1, 1.0, "none", eps_perceptual=1.0))
+DATASETS.register("synthetic_cifar", "generated 32x32 colour images of 10 noisy class templates with CIFAR-10's "
+                  "normalisation, eps and augmentation (10,000 train, 2,000 test), for checks without data (GPU)")(
+    DataSpec(partial(load_synthetic, n_train=10_000, n_test=2_000, shape=(3, 32, 32)), 10, (3, 32, 32), _CIFAR_MEAN,
+             _CIFAR_STD, 8 / 255, 0.5, "crop_flip"))
 DATASETS.register("imagefolder", "an ImageNet-style folder (data_dir/train/CLASS/*, data_dir/val/CLASS/*), RGB, "
                   "resized and centre-cropped to image_size, e.g. a 12-class ImageNet subset")(
     DataSpec(partial(load_imagefolder, size=224), 0, (3, 224, 224), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),

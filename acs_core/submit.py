@@ -193,8 +193,15 @@ def submit(configs: list[RunConfig], opts: SlurmOptions) -> list[submitit.Job]:
             for path in (set(folder.iterdir()) if folder.is_dir() else set()) - before:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
             first = str(err).strip().splitlines()[:1] or [type(err).__name__]
-            raise SlurmError(f"acs submit: sbatch refused the job for {cfg.out} ({first[0]}); nothing submitted") from None
+            raise SlurmError(f"acs submit: sbatch refused the job for {cfg.out} ({first[0]}; asked for {_request(opts)}: "
+                             "compare with the nodes, sinfo -o '%P %N %c %m %G'); nothing submitted") from None
     return jobs
+
+
+def _request(opts: SlurmOptions) -> str:
+    """What one job asks SLURM for, in the words of the command line (for a refused submission's message)."""
+    return (f"--gpus {opts.gpus} --cpus {opts.cpus} --mem {opts.mem or '(default)'} --time {opts.minutes}"
+            f" --partition {opts.partition or '(default)'}")
 
 
 def outcome(job: submitit.Job) -> tuple[bool, str]:

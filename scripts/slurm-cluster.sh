@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # slurm-cluster.sh - a real single-node SLURM cluster (with job accounting) from Debian 12 packages, for
-# developers and CI: munged, MariaDB, slurmdbd, slurmctld and slurmd, started by hand (no systemd needed).
+# developers and CI: munged, MariaDB, slurmdbd, slurmctld and slurmd, started by hand (no systemd needed), with
+# generic GPU resources (GRES) that SLURM schedules and accounts like real GPUs (there is no CUDA behind them).
 #
 #   bash scripts/slurm-cluster.sh start    # install what is missing, write the configs, start what is not running
 #   bash scripts/slurm-cluster.sh status   # one line per daemon and the node state; exit 0 only if all are up
@@ -13,10 +14,13 @@
 #   ACS_SLURM_PARTITION  the one partition (the default one)  [debug]
 #   ACS_SLURM_NODE_CPUS  CPUs of the node                     [nproc]
 #   ACS_SLURM_NODE_MEM_MB memory of the node in MB            [85% of what `slurmd -C` detects]
+#   ACS_SLURM_NODE_GPUS  GPUs the node declares (GRES gpu); 0: none  [2]
 #   ACS_SLURM_CRED_EXPIRE seconds a requeued job waits before it starts again  [10; SLURM's default is 120]
 #   ACS_SLURM_DB_PASS    MariaDB password of the slurm user   [acs-slurmdbd]
 # Exit status: 0 done, 1 a daemon failed (its log is named), 2 usage, 3 apt-get could not install the packages.
-# There are no GPUs (GRES) on this cluster: run the Snakemake profile with ACS_SLURM_GPUS=0 against it.
+# The GPUs are stand-ins: jobs asking for them (--gpus, --gres=gpu:N, the profile's ACS_SLURM_GPUS) get them
+# (sacct -o AllocTRES shows gres/gpu=N, the job sees CUDA_VISIBLE_DEVICES) but find no CUDA: run them on the CPU
+# (device=auto or device=cpu). A job asking for more GPUs than the node has is refused by sbatch at once.
 set -euo pipefail
 
 ACTION=${1:-}
@@ -26,6 +30,8 @@ DB_PASS=${ACS_SLURM_DB_PASS:-acs-slurmdbd}
 NODE=localhost             # the node answers on loopback whatever the machine's hostname is
 LOGDIR=/var/log/slurm
 CONF=/etc/slurm/slurm.conf
+GRES_CONF=/etc/slurm/gres.conf
+GPU_DIR=/var/lib/slurm/fake-gpus  # the stand-in device files of the GPUs
 DBD_CONF=/etc/slurm/slurmdbd.conf
 START=$SECONDS
 
@@ -84,13 +90,35 @@ put_file() {
   CHANGED+=" $1"; say "wrote $1"
 }
 
+# SLURM 22.05 drops a GPU without File= from the node ("Removing file-less GPU") and wants a character or block
+# device there: one /dev/null alias per GPU (mknod), or an empty file where mknod is not allowed (slurmd then logs
+# "is not a valid character or block device" but still counts the GPU)
+make_gpu_files() {
+  local i
+  install -d $GPU_DIR
+  for (( i = 0; i < $1; i++ )); do
+    [[ -e $GPU_DIR/gpu$i ]] || mknod -m 666 $GPU_DIR/gpu$i c 1 3 2>/dev/null || touch $GPU_DIR/gpu$i
+  done
+}
+
 write_configs() {
-  local cpus mem
+  local cpus mem gpus gres="" gres_files="# no GPUs (ACS_SLURM_NODE_GPUS=0)"
   cpus=${ACS_SLURM_NODE_CPUS:-$(nproc)}
+  gpus=${ACS_SLURM_NODE_GPUS:-2}
+  [[ $gpus =~ ^[0-9]+$ ]] || { say "error: ACS_SLURM_NODE_GPUS=$gpus is not a whole number; e.g. ACS_SLURM_NODE_GPUS=2" >&2; exit 2; }
   # a node that claims more memory than slurmd detects is drained: default to 85% of the detected size
   mem=${ACS_SLURM_NODE_MEM_MB:-$(( $(slurmd -C | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p') * 85 / 100 ))}
   install -d -o slurm -g slurm /var/lib/slurm/slurmctld $LOGDIR
   install -d /var/lib/slurm/slurmd
+  if (( gpus > 0 )); then
+    make_gpu_files "$gpus"
+    gres=" Gres=gpu:$gpus" gres_files="Name=gpu File=$GPU_DIR/gpu[0-$((gpus - 1))]"
+  fi
+  put_file $GRES_CONF root 644 <<EOF
+# written by acs-bench scripts/slurm-cluster.sh: $gpus stand-in GPUs (no CUDA behind them), no autodetection (no NVML)
+AutoDetect=off
+$gres_files
+EOF
   put_file $CONF root 644 <<EOF
 # written by acs-bench scripts/slurm-cluster.sh: one node, daemons started by hand, no cgroups
 ClusterName=$CLUSTER
@@ -128,7 +156,10 @@ AccountingStorageHost=$NODE
 AccountingStoragePort=6819
 JobCompType=jobcomp/filetxt
 JobCompLoc=$LOGDIR/jobcomp.log
-NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
+# GPUs as generic resources (gres.conf names their files); accounted, so sacct -o AllocTRES shows gres/gpu=N
+GresTypes=gpu
+AccountingStorageTRES=gres/gpu
+NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem$gres State=UNKNOWN
 PartitionName=$PARTITION Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF
   # slurmdbd refuses a config file that others can read
@@ -176,7 +207,7 @@ start_mariadb() {
 
 start_slurm_daemons() {
   # a changed config takes effect by restarting the daemons that read it
-  if [[ $CHANGED == *"$CONF"* ]]; then stop_daemon slurmd; stop_daemon slurmctld; fi
+  if [[ $CHANGED == *"$CONF"* || $CHANGED == *"$GRES_CONF"* ]]; then stop_daemon slurmd; stop_daemon slurmctld; fi
   if [[ $CHANGED == *"$DBD_CONF"* ]]; then stop_daemon slurmdbd; fi
   if ! running slurmdbd >/dev/null; then say "starting slurmdbd"; /usr/sbin/slurmdbd; fi
   retry 30 sacctmgr -n list cluster || fail "slurmdbd did not answer (see $LOGDIR/slurmdbd.log)"
@@ -199,7 +230,7 @@ status() {
   for name in "${DAEMONS[@]}"; do
     if pid=$(running "$name"); then echo "$name running (pid $pid)"; else echo "$name stopped"; ok=1; fi
   done
-  (( ok == 0 )) && sinfo -h -o "partition %P node %N %t, %c CPUs, %m MB" && return 0
+  (( ok == 0 )) && sinfo -h -o "partition %P node %N %t, %c CPUs, %m MB, GRES %G" && return 0
   return 1
 }
 
@@ -211,7 +242,7 @@ case $ACTION in
     start_munge
     start_mariadb
     start_slurm_daemons
-    say "cluster '$CLUSTER' up: partition $PARTITION on node $NODE"
+    say "cluster '$CLUSTER' up: partition $PARTITION on node $NODE ($(sinfo -h -n $NODE -o '%c CPUs, GRES %G'))"
     ;;
   stop)
     for (( i = ${#DAEMONS[@]} - 1; i >= 0; i-- )); do stop_daemon "${DAEMONS[i]}"; done

@@ -1,5 +1,6 @@
-"""SLURM for real: `acs submit` jobs (one run, a sweep with a failing job, requeue + resume) on a single-node cluster
-that scripts/slurm-cluster.sh starts, and the Snakemake SLURM profile. Skipped unless root on Debian with apt."""
+"""SLURM for real: `acs submit` jobs (one run on a GPU, a sweep with a failing job, requeue + resume, refused requests)
+on a single-node cluster with stand-in GPUs that scripts/slurm-cluster.sh starts, and the Snakemake SLURM profile
+(GPU jobs, a failing job, too many GPUs). Skipped unless root on Debian with apt."""
 from __future__ import annotations
 
 import csv
@@ -24,7 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 # one tiny real run: Fashion-MNIST 200-image subset, small CNN, a few cheap attack steps
 TINY = {"dataset": "fashion_mnist", "train_size": 200, "val_size": 100, "test_size": 100, "model": "small_cnn",
         "batch_size": 50, "attack_steps": 2, "eval_steps": 3, "quiet": True}
-JOB = ["--gpus", "0", "--cpus", "1", "--mem", "1G", "--time", "10"]  # the test cluster has 2 CPUs and no GPU
+NODE_GPUS = 2  # the test cluster's node: 2 CPUs and this many stand-in GPUs (allocated by SLURM, no CUDA behind them)
+RESOURCES = ["--cpus", "1", "--mem", "1G", "--time", "10"]
+JOB = ["--gpus", "0", *RESOURCES]
 
 
 def _cannot_run_slurm() -> str | None:
@@ -42,7 +45,7 @@ def cluster() -> dict[str, str]:
     if reason:
         pytest.skip(reason)
     proc = subprocess.run(["bash", "scripts/slurm-cluster.sh", "start"], cwd=REPO, capture_output=True, text=True,
-                          timeout=900, check=False)
+                          timeout=900, check=False, env={**os.environ, "ACS_SLURM_NODE_GPUS": str(NODE_GPUS)})
     if proc.returncode == 3:  # apt could not install the packages (no network or no package source)
         pytest.skip(f"SLURM packages not installable here: {proc.stderr.strip().splitlines()[-1]}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -65,6 +68,13 @@ def _sacct_states(job_id: str) -> list[str]:
     out = subprocess.run(["sacct", "-n", "-X", "-D", "-P", "-j", job_id, "-o", "State"], capture_output=True,
                          text=True, check=True).stdout
     return [line.split()[0] for line in out.splitlines() if line.strip()]  # "CANCELLED by 0" -> CANCELLED
+
+
+def _sacct_gpus(job_id: str) -> str | None:
+    """The gres/gpu entry of a job's AllocTRES in SLURM's accounting (e.g. "gres/gpu=1"), None without one."""
+    out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "AllocTRES"], capture_output=True, text=True,
+                         check=True).stdout
+    return next((t for t in out.strip().split(",") if t.startswith("gres/gpu=")), None)
 
 
 def _wait(what: str, check: Callable[[], Any], timeout: float = 240, every: float = 0.2) -> Any:
@@ -91,16 +101,19 @@ def _strip_seconds(history: list[dict]) -> list[dict]:
 
 # ---------------------------------------------------------------- acs submit on the cluster
 
-def test_submit_one_run_records_its_real_job_id(cluster, tmp_path):
-    res = _acs(cluster, "submit", *JOB, "--folder", str(tmp_path / "logs"), "--wait",
+def test_submit_one_run_gets_a_gpu_and_records_its_real_job_id(cluster, tmp_path):
+    """`acs submit --gpus 1`: SLURM allocates one GPU (sacct's AllocTRES); the job finds no CUDA behind the stand-in
+    and trains on the CPU (device=auto)."""
+    res = _acs(cluster, "submit", "--gpus", "1", *RESOURCES, "--folder", str(tmp_path / "logs"), "--wait",
                *[f"{k}={v}" for k, v in TINY.items()], "epochs=1", f"out={tmp_path / 'run'}")
     assert res.returncode == 0, res.stdout + res.stderr
     (job_id,) = _job_ids(res.stdout)
     assert f"job {job_id} on localhost" in res.stdout
     record = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert record["environment"]["slurm_job_id"] == job_id
-    assert record["environment"]["slurm_node"] == "localhost"
+    assert (record["environment"]["slurm_node"], record["environment"]["device"]) == ("localhost", "cpu")
     assert _wait("sacct to record the job", lambda: _sacct_states(job_id) == ["COMPLETED"], timeout=30, every=1)
+    assert _sacct_gpus(job_id) == "gres/gpu=1"
 
 
 def test_preempted_and_requeued_job_resumes_to_the_uninterrupted_result(cluster, tmp_path):
@@ -160,24 +173,28 @@ def test_failing_job_in_a_sweep_is_reported_with_its_log(cluster, tmp_path):
     assert record["environment"]["slurm_job_id"] == good
 
 
-def test_refused_submission_is_one_line_and_leaves_nothing(cluster, tmp_path):
-    res = _acs(cluster, "submit", *JOB, "--partition", "no_such_partition", "--folder", str(tmp_path / "logs"),
-               *[f"{k}={v}" for k, v in TINY.items()], f"out={tmp_path / 'run'}")
+@pytest.mark.parametrize("ask, says", [
+    (["--partition", "no_such_partition"], ["no_such_partition"]),
+    (["--gpus", str(NODE_GPUS + 1)], ["Requested node configuration is not available", f"--gpus {NODE_GPUS + 1}"]),
+], ids=["unknown-partition", "too-many-gpus"])
+def test_refused_submission_is_one_line_and_leaves_nothing(cluster, tmp_path, ask, says):
+    res = _acs(cluster, "submit", *JOB, *ask, "--folder", str(tmp_path / "logs"),
+               *[f"{k}={v}" for k, v in TINY.items()], f"out={tmp_path / 'run'}", timeout=60)
     assert res.returncode == 2
-    assert res.stderr.strip().count("\n") == 0 and "no_such_partition" in res.stderr, res.stderr
+    assert res.stderr.strip().count("\n") == 0 and all(s in res.stderr for s in says), res.stderr
     assert not any((tmp_path / "logs").glob("*"))
 
 
 # ---------------------------------------------------------------- the Snakemake grid through `--profile slurm`
 
 GOOD = ["fashion_mnist/pgd_linf/full/c=1.0/seed=0", "fashion_mnist/pgd_linf/random/c=0.5/seed=0"]
-BAD = "cifar10/pgd_linf/full/c=1.0/seed=0"  # its data folder does not exist: the train job fails
+BAD = "synthetic/pgd_linf/full/c=1.0/seed=0"  # lr 1e8: its training diverges, the train job fails
 
 
-def _grid(nowhere: Path) -> dict:
+def _grid() -> dict:
     """The smoke grid: the full-data baseline and a random coreset on Fashion-MNIST, and one run bound to fail."""
     return {"datasets": {"fashion_mnist": {k: TINY[k] for k in ("train_size", "val_size", "test_size", "model")},
-                         "cifar10": {"data_dir": str(nowhere), "axes": {"selectors": ["full"]}}},
+                         "synthetic": {"train_size": 200, "lr": 1e8, "axes": {"selectors": ["full"]}}},
             "objectives": {"pgd_linf": {}}, "selectors": {"random": {}}, "fractions": [0.5], "seeds": [0],
             "defaults": {"epochs": 2, "kappa": 0.5, "select_every": 1, "attack_steps": 2, "eval_steps": 2,
                          "batch_size": 50},
@@ -198,24 +215,25 @@ def _targets(runs: list[str]) -> list[str]:
 
 
 def _outcome(obj: Any) -> Any:
-    """A record without what differs between two equal runs: wall-clock seconds and where it ran."""
+    """A record without what differs between two equal runs: wall-clock and CPU seconds and where it ran."""
     if isinstance(obj, dict):
-        return {k: _outcome(v) for k, v in obj.items() if k not in ("seconds", "timings", "environment")}
+        return {k: _outcome(v) for k, v in obj.items() if k not in ("seconds", "cpu_seconds", "timings", "environment")}
     return [_outcome(v) for v in obj] if isinstance(obj, list) else obj
 
 
 @pytest.mark.skipif(not (REPO / "workflow" / "Snakefile").exists(), reason="no Snakemake workflow in this checkout")
 def test_snakemake_grid_through_the_slurm_profile(cluster, tmp_path):
-    """`snakemake --profile slurm`: every train/evaluate job is a real SLURM job, the results equal a local run's,
-    the failing job is reported with its logs while the rest finishes, and the aggregation marks it failed."""
-    grid = _grid(tmp_path / "nowhere")
+    """`snakemake --profile slurm` with ACS_SLURM_GPUS=1: every train/evaluate job is a real SLURM job holding one GPU
+    (run on the CPU: no CUDA behind the stand-in), the results equal a local run's, the failing job is reported with
+    its logs while the rest finishes, and the aggregation marks it failed."""
+    grid = _grid()
     local_dir, slurm_dir = tmp_path / "local", tmp_path / "slurm"
     compared = GOOD[1]  # the coreset run, also run locally (the baseline too would only add time)
     local = subprocess.Popen(_snakemake(local_dir, grid, "--cores", "2", *_targets([compared])), cwd=REPO,
                              env=cluster, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         proc = subprocess.run(_snakemake(slurm_dir, grid, "--profile", "slurm", *_targets(GOOD + [BAD])),
-                              cwd=REPO, env=cluster, capture_output=True, text=True, check=False)
+                              cwd=REPO, env={**cluster, "ACS_SLURM_GPUS": "1"}, capture_output=True, text=True, check=False)
         local_out = local.communicate(timeout=600)[0]
     finally:
         local.terminate()  # `timeout` passes it on to snakemake; a no-op once it has finished
@@ -228,7 +246,7 @@ def test_snakemake_grid_through_the_slurm_profile(cluster, tmp_path):
     assert f"results/logs/train/{BAD}.log" in text
     (slurm_log,) = re.findall(rf"(/\S+/slurm_logs/\S+/{bad_id}\.log)", text)[:1]
     assert f"train failed, log: results/logs/train/{BAD}.log" in Path(slurm_log).read_text()
-    assert f"files not found in {tmp_path / 'nowhere'}" in (slurm_dir / f"results/logs/train/{BAD}.log").read_text()
+    assert "training diverged: non-finite" in (slurm_dir / f"results/logs/train/{BAD}.log").read_text()
 
     # the rest ran as SLURM jobs, and the coreset run equals the local run
     job_ids = set()
@@ -238,6 +256,7 @@ def test_snakemake_grid_through_the_slurm_profile(cluster, tmp_path):
             job_id = remote["environment"]["slurm_job_id"]
             assert job_id and remote["environment"]["slurm_node"] == "localhost"
             assert _wait(f"sacct to record job {job_id}", lambda j=job_id: _sacct_states(j) == ["COMPLETED"], timeout=30, every=1)
+            assert _sacct_gpus(job_id) == "gres/gpu=1" and remote["environment"]["device"] == "cpu"
             job_ids.add(job_id)
             if run == compared:
                 here = json.loads((local_dir / "results" / "runs" / run / name).read_text())
@@ -253,6 +272,21 @@ def test_snakemake_grid_through_the_slurm_profile(cluster, tmp_path):
         status = {row["run"]: (row["status"], row["log"]) for row in csv.DictReader(fh)}
     assert status[BAD] == ("failed", f"results/logs/train/{BAD}.log")
     assert {status[run][0] for run in GOOD} == {"complete"}
+
+
+@pytest.mark.skipif(not (REPO / "workflow" / "Snakefile").exists(), reason="no Snakemake workflow in this checkout")
+def test_snakemake_job_asking_for_too_many_gpus_fails_at_once(cluster, tmp_path):
+    """More GPUs per job than the node has: sbatch refuses, and Snakemake ends with that reason (rc 1), no hang."""
+    grid = _grid()
+    proc = subprocess.run(_snakemake(tmp_path / "slurm", grid, "--profile", "slurm", f"results/runs/{GOOD[0]}/metrics.json", limit=120),
+                          cwd=REPO, env={**cluster, "ACS_SLURM_GPUS": str(NODE_GPUS + 1)}, capture_output=True, text=True,
+                          check=False)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 1, text[-3000:]  # 124/137: it hung
+    (line,) = [line.strip() for line in text.splitlines() if "SLURM sbatch failed" in line]
+    assert "Requested node configuration is not available" in line, line
+    assert f"--gpus={NODE_GPUS + 1}" in text
+    assert not (tmp_path / "slurm" / "results" / "runs" / GOOD[0] / "metrics.json").exists()
 
 
 # ---------------------------------------------------------------- without a cluster: parsing and the profile
