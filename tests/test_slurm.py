@@ -96,7 +96,7 @@ def _checkpoint_epoch(run_dir: Path) -> int:
 
 
 def _strip_seconds(history: list[dict]) -> list[dict]:
-    return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+    return [{k: v for k, v in h.items() if k not in ("seconds", "cpu_seconds")} for h in history]
 
 
 # ---------------------------------------------------------------- acs submit on the cluster
