@@ -69,6 +69,7 @@ class SelectorInfo:
     options: dict[str, Any] = field(default_factory=dict)
     kind: str = CORESET  # BASELINE | COMPUTE_MATCHED | CORESET | SCORED
     view: str | None = None  # clean | adversarial; None: it reads no model outputs
+    settings: dict[str, Any] = field(default_factory=dict)  # run settings the entry fixes (e.g. selection: static)
 
 
 def describe_selector(name: str, options: dict[str, Any]) -> SelectorInfo:

@@ -80,7 +80,7 @@ class RunConfig:
     weight_decay: float = field(default=5e-4, metadata={"help": "SGD weight decay"})
     # final quick evaluation
     eval_steps: int = field(default=20, metadata={"help": "PGD steps of the quick robust evaluation written to metrics.json"})
-    eval_batch_size: int = field(default=500, metadata={"help": "batch size of evaluation and selection passes"})
+    eval_batch_size: int = field(default=500, metadata={"help": "batch size of evaluation passes (selection passes use batch_size, so that their attack costs what training's does)"})
     # execution
     seed: int = field(default=0, metadata={"help": "run seed (initialisation, shuffling, attack noise, selection)"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})

@@ -6,7 +6,7 @@ selector ever special-cases an objective.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import torch
@@ -33,6 +33,11 @@ class Objective:
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The training attack's adversarial points (the caller puts the model in eval mode)."""
         return x
+
+    def with_steps(self, steps: int) -> "Objective":
+        """The same objective with a `steps`-step attack of the same total step length alpha * steps (so that fewer
+        steps still reach the boundary): a cheaper attack for coreset selection (selector.attack_steps)."""
+        return replace(self, steps=steps, alpha=self.alpha * self.steps / steps) if self.steps else self
 
     def head_loss(self, z_clean: torch.Tensor | None, z_adv: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
         """Per-sample loss (N,) from clean and adversarial logits."""

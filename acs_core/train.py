@@ -137,8 +137,10 @@ def train_epoch(exp: Experiment, rows: torch.Tensor, weights: torch.Tensor, time
 
 
 def select_coreset(exp: Experiment, timer: PhaseTimer, epoch: int, previous: Coreset | None) -> Coreset:
-    """Run the selector on the current model (eval mode) over the training split with budget round(c * n); a
-    score-based selector without a scores file gets its proxy scores computed here, once per run (timed).
+    """Run the selector on the current model (eval mode) over the training split with budget round(c * n), in chunks of
+    the training batch size (a selection attack then costs what the training attack costs: on the CPU larger chunks
+    ran ~1.3x slower per sample); a score-based selector without a scores file gets its proxy scores computed here,
+    once per run (timed).
     `previous`: the coreset in use until now, for the selector's diagnostics."""
     cfg = exp.cfg
     exp.model.eval()
@@ -148,7 +150,7 @@ def select_coreset(exp: Experiment, timer: PhaseTimer, epoch: int, previous: Cor
                 exp.scores = compute_scores(cfg, exp.data, exp.objective, exp.device, meter=timer)
         ctx = SelectionContext(exp.model, exp.objective, exp.data.train, max(1, round(cfg.fraction * len(exp.data.train))),
                                cfg.fraction, exp.data.spec.num_classes, torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch)),
-                               exp.device, cfg.eval_batch_size, timer, epoch, exp.data.val, exp.scores, learning_rate(cfg, epoch),
+                               exp.device, cfg.batch_size, timer, epoch, exp.data.val, exp.scores, learning_rate(cfg, epoch),
                                previous)
         coreset = exp.selector.select(ctx)
     exp.model.train()

@@ -130,3 +130,49 @@ def test_matching_error_baseline_is_drawn_as_the_random_selector_draws(fmnist_se
         assert torch.equal(torch.bincount(ctx.candidates.y[rows], minlength=10), torch.full((10,), 18))
     assert info["previous_matching_error"] == info["matching_error"]  # same model: the previous coreset is as good
     assert info["matching_error"] < info["random_matching_error"]
+
+
+@pytest.mark.parametrize("name", ["craig", "gradmatch"])
+def test_per_batch_label_agnostic_picks_whole_sequential_batches(fmnist_setup, name):
+    """The reference's CRAIGPB / GradMatchPB: consecutive batches of the candidate order, across classes."""
+    ctx = _ctx(fmnist_setup, "pgd_linf", 0.5)
+    core = build_selector(name, {"granularity": "batch", "batch": 32, "class_balanced": False}).select(ctx)
+    blocks = torch.unique(core.indices // 32)
+    assert sorted(core.indices.tolist()) == [i for b in blocks.tolist() for i in range(32 * b, min(32 * b + 32, 600))]
+    for b in blocks.tolist():  # one weight per batch
+        assert len(torch.unique(core.weights[core.indices // 32 == b])) == 1
+    assert len(torch.unique(ctx.candidates.y[core.indices[core.indices // 32 == blocks[0]]])) > 1  # label-agnostic
+    shuffled = build_selector(name, {"granularity": "batch", "batch": 32, "class_balanced": False,
+                                     "batch_order": "random"}).select(ctx)
+    assert len(torch.unique(shuffled.indices // 32)) > len(blocks)  # a permutation's batches are not consecutive blocks
+
+
+def test_gradmatch_lambda_reaches_the_solver(fmnist_setup, monkeypatch):
+    import acs_core.selection.selectors.gradmatch as module
+
+    seen = []
+    solver = module.omp_nnls
+    monkeypatch.setattr(module, "omp_nnls", lambda *a, **k: seen.append(k["lam"]) or solver(*a, **k))
+    ctx = _ctx(fmnist_setup, "pgd_linf", 0.3)
+    lam0 = build_selector("gradmatch", {"lam": 0.0, "granularity": "batch", "batch": 16, "class_balanced": False}).select(ctx)
+    lam5 = build_selector("gradmatch", {"lam": 5.0, "granularity": "batch", "batch": 16, "class_balanced": False}).select(ctx)
+    assert seen == [0.0, 5.0]
+    assert not torch.equal(lam0.weights, lam5.weights)  # and it changes the fit
+
+
+def test_cheaper_selection_attack(fmnist_setup):
+    """selector.attack_steps=k: k attack steps (k forward + k backward passes per candidate) of the same total length."""
+    ctx = _ctx(fmnist_setup, "pgd_linf", 0.3)  # training attack: 3 steps
+    assert ctx.objective.with_steps(1).alpha == pytest.approx(3 * ctx.objective.alpha)
+    passes = {}
+    for steps in (None, 1):
+        timer = PhaseTimer(CPU)
+        timer.watch(ctx.model)
+        opts = {} if steps is None else {"attack_steps": steps}
+        build_selector("craig", opts).select(dataclasses.replace(ctx, timer=timer))
+        passes[steps] = timer.passes["selection_attack"]
+    ctx.model.pass_counter = None
+    n = len(ctx.candidates)
+    assert passes[None] == {"forward": 3 * n, "backward": 3 * n} and passes[1] == {"forward": n, "backward": n}
+    with pytest.raises(ConfigError, match="selector.attack_steps"):
+        build_selector("craig", {"attack_steps": 0})

@@ -201,12 +201,27 @@ def test_config_option_list_on_the_command_line(tmp_path):
     assert job_counts(proc)["train"] == runs, proc.stderr[-2000:]
 
 
-@pytest.mark.parametrize("name, runs, scores", [("config.yaml", 18, 1), ("benchmark.yaml", 114, 3), ("paper.yaml", 75, 0)])
+def test_selector_entry_settings_reach_its_runs_only():
+    """A grid entry's `settings` (the static random baseline: selection: static) apply to that label's runs only."""
+    grid = Grid(grid_config(selectors={"random": {}, "random_static": {"selector": "random", "settings": {"selection": "static"}}}))
+    settings = {run.selector: grid.train_settings(run) for run in grid.runs.values()}
+    assert settings["random_static"]["selection"] == "static" and settings["random_static"]["selector"] == "random"
+    assert "selection" not in settings["random"] and "selection" not in settings["full"]
+    with pytest.raises(GridError, match=r"^config: selectors\.r: selection: 'sometimes'"):
+        Grid(grid_config(selectors={"r": {"selector": "random", "settings": {"selection": "sometimes"}}}))
+    with pytest.raises(GridError, match=r"^config: selectors\.r\.settings\.seed: set by the grid"):
+        Grid(grid_config(selectors={"r": {"selector": "random", "settings": {"seed": 3}}}))
+    with pytest.raises(GridError, match=r"^config: selectors\.m\.settings\.kappa: a compute_matched run"):
+        Grid(grid_config(selectors={"m": {"selector": "compute_matched", "settings": {"kappa": 0.3}}}))
+
+
+@pytest.mark.parametrize("name, runs, scores", [("config.yaml", 18, 1), ("benchmark.yaml", 114, 3), ("paper.yaml", 120, 0),
+                                                ("proxy.yaml", 27, 0)])
 def test_shipped_grids_build_with_their_job_counts(name, runs, scores):
     """Every grid in config/ validates; jobs = train + evaluate per run + score jobs + collect, tables, 3 figures, all."""
     grid = Grid(yaml.safe_load((ROOT / "config" / name).read_text()))
     assert (len(grid.runs), len(grid.score_jobs)) == (runs, scores)
-    assert 2 * runs + scores + 6 == {"config.yaml": 43, "benchmark.yaml": 237, "paper.yaml": 156}[name]
+    assert 2 * runs + scores + 6 == {"config.yaml": 43, "benchmark.yaml": 237, "paper.yaml": 246, "proxy.yaml": 60}[name]
 
 
 def test_schema_error_stops_snakemake_with_one_line(tmp_path):

@@ -127,7 +127,7 @@ class Grid:
             s.update(selector=api.FULL, **api.matched_epochs(merged, run.fraction))
         else:
             entry = self.settings.selectors[run.selector]
-            s.update(selector=entry.name, fraction=run.fraction, selector_opts=entry.options)
+            s.update(entry.settings, selector=entry.name, fraction=run.fraction, selector_opts=entry.options)
         return {"dataset": run.dataset, "objective": run.objective, **s, "seed": run.seed}
 
     def score_job(self, run: Run) -> ScoreJob | None:

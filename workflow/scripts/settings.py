@@ -4,6 +4,7 @@ naming the key (as a dotted path) and the fix."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -183,15 +184,22 @@ def _check_names(cfg: dict[str, Any]) -> None:
 
 
 def _selectors(cfg: dict[str, Any]) -> dict[str, api.SelectorInfo]:
-    """label -> the entry as acs_core describes it; unknown selectors and options raise GridError."""
+    """label -> the entry as acs_core describes it, with the run settings it fixes (`settings`, e.g. the static
+    random baseline's `selection: static`); unknown selectors, options and settings raise GridError."""
     out = {}
     for label, entry in cfg["selectors"].items():
         name, options = entry.get("selector", label), entry.get("options", {})
         where = f"config: selectors.{label}"
         try:
-            out[label] = api.describe_selector(name, options)
+            info = api.describe_selector(name, options)
         except api.ConfigError as err:
             raise GridError(f"{where}: {err}") from None
-        if (out[label].kind == api.BASELINE) != (label == api.FULL) or (label == api.FULL and options):
+        if (info.kind == api.BASELINE) != (label == api.FULL) or (label == api.FULL and options):
             raise GridError(f"{where}: the full-data baseline is the entry `full: {{}}` (always run); remove this one")
+        settings = entry.get("settings", {})
+        for key in settings:
+            if key in api.ignored_keys(info.kind) or info.kind == api.COMPUTE_MATCHED:
+                raise GridError(f"{where}.settings.{key}: a {info.kind} run does not read it here; set it in defaults, "
+                                "datasets or objectives")
+        out[label] = dataclasses.replace(info, settings=_typed_block(f"selectors.{label}.settings", settings))
     return out

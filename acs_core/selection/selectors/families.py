@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import torch
 
 from ...config import ConfigError
+from ...objectives import Objective
 from ..algorithms.kernels import cosine_kernel
 from ..algorithms.matching import matching_error
 from ..algorithms.ranking import top_k
@@ -49,9 +50,10 @@ class ModelSelector(GroupSelector):
 
     view: str = option("clean", VIEWS)
 
-    def outputs(self, ctx: SelectionContext, gradients: bool = False) -> Outputs:
-        return outputs_at_view(ctx.model, ctx.objective, ctx.candidates, self.view, ctx.device, ctx.batch_size,
-                               ctx.timer, gradients)
+    def outputs(self, ctx: SelectionContext, gradients: bool = False, objective: Objective | None = None) -> Outputs:
+        """The candidates at the view; `objective`: the attack and loss of view=adversarial (default: the run's)."""
+        return outputs_at_view(ctx.model, objective or ctx.objective, ctx.candidates, self.view, ctx.device,
+                               ctx.batch_size, ctx.timer, gradients)
 
 
 @dataclass
@@ -140,24 +142,31 @@ class GradientMatching(ModelSelector):
     set of the same size drawn as the `random` selector draws (budgets.random_subset, same class_balanced), and - at a
     reselection - how well the previous coreset still matches it at the current model (how stale it became).
 
-    Per-batch granularity: each group's candidates are cut into fixed batches (a seeded permutation), each batch is one
+    Per-batch granularity: each group's candidates are cut into fixed batches of `batch` rows - consecutive in the
+    candidate order (batch_order=sequential, the reference's loader order; label-agnostic with class_balanced=false,
+    the reference's CRAIGPB / GradMatchPB) or after a seeded permutation (batch_order=random) - and each batch is one
     atom whose gradient is the batch mean; a chosen batch contributes all its rows, each with the batch's weight. The
     training loop shuffles coreset rows across batches and normalises each minibatch by the sum of its weights, so rows
     of differently weighted batches meet in one minibatch and the weights change the loss (in the reference code every
     row of a batch trains together, so equal weights cancel).
+
+    attack_steps: the selection attack's steps (default: the training attack's), with the same total step length.
     """
 
     view: str = option("adversarial", VIEWS)
     granularity: str = option("sample", ("sample", "batch"))
     batch: int = option(128, minimum=1)
+    batch_order: str = option("sequential", ("sequential", "random"))
     gradient: str = option("full", GRADIENTS)
+    attack_steps: int | None = option(None, minimum=1)
 
     @abstractmethod
     def solve(self, grads: torch.Tensor | FactoredGradients, k: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Pick k rows of `grads` (a tensor, or factored full last-layer gradients) with weights (the solver)."""
 
     def prepare(self, ctx: SelectionContext) -> torch.Tensor | FactoredGradients:
-        grads = self.outputs(ctx, gradients=True).gradients
+        objective = ctx.objective if self.attack_steps is None else ctx.objective.with_steps(self.attack_steps)
+        grads = self.outputs(ctx, gradients=True, objective=objective).gradients
         assert grads is not None
         factored = grads.to()  # on the CPU, where the solvers run
         return factored.bias() if self.gradient == "bias" else factored
@@ -166,7 +175,8 @@ class GradientMatching(ModelSelector):
              ctx: SelectionContext) -> tuple[torch.Tensor, torch.Tensor]:
         if self.granularity == "sample":
             return self.solve(data[members], k, ctx.generator)
-        batches = torch.randperm(len(members), generator=ctx.generator).split(self.batch)  # positions into members
+        order = torch.arange(len(members)) if self.batch_order == "sequential" else torch.randperm(len(members), generator=ctx.generator)
+        batches = order.split(self.batch)  # positions into members
         idx, w = self.solve(torch.stack([as_dense(data[members[b]]).mean(0) for b in batches]),
                             min(len(batches), math.ceil(k / self.batch)), ctx.generator)
         return (torch.cat([batches[i] for i in idx.tolist()]),
