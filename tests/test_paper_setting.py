@@ -72,3 +72,16 @@ def test_every_value_is_traced():
     values = [ln for ln in block if ":" in ln and not ln.lstrip().startswith("#") and ln.split("#")[0].split(":", 1)[1].strip()]
     assert len(values) > 20
     assert [ln for ln in values if not any(tag in ln for tag in ("[paper]", "[ref]", "[ours]"))] == []
+
+
+def test_random_baselines_select_as_the_reference(grid):
+    """random_static (Random-Warm) draws once at the first coreset epoch and never again; random redraws every T."""
+    from acs_core.api import run_settings
+    from acs_core.config import RunConfig
+    from acs_core.schedule import Schedule
+
+    for label, expected in (("random_static", [60]), ("random", [60, 80, 100])):
+        run = next(r for r in grid.runs.values() if r.selector == label and r.objective == "pgd_linf")
+        cfg = RunConfig.from_dict(run_settings({k: v for k, v in grid.train_settings(run).items()}))
+        schedule = Schedule.from_config(cfg, coreset=True)
+        assert [e for e in range(cfg.epochs) if schedule.selects(e)] == expected

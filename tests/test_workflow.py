@@ -207,7 +207,7 @@ def test_selector_entry_settings_reach_its_runs_only():
     settings = {run.selector: grid.train_settings(run) for run in grid.runs.values()}
     assert settings["random_static"]["selection"] == "static" and settings["random_static"]["selector"] == "random"
     assert "selection" not in settings["random"] and "selection" not in settings["full"]
-    with pytest.raises(GridError, match=r"^config: selectors\.r: selection: 'sometimes'"):
+    with pytest.raises(GridError, match=r"^config: selectors\.r\.settings: selection: 'sometimes'"):
         Grid(grid_config(selectors={"r": {"selector": "random", "settings": {"selection": "sometimes"}}}))
     with pytest.raises(GridError, match=r"^config: selectors\.r\.settings\.seed: set by the grid"):
         Grid(grid_config(selectors={"r": {"selector": "random", "settings": {"seed": 3}}}))
