@@ -211,6 +211,9 @@ def test_selector_entry_settings_reach_its_runs_only():
         Grid(grid_config(selectors={"r": {"selector": "random", "settings": {"selection": "sometimes"}}}))
     with pytest.raises(GridError, match=r"^config: selectors\.r\.settings\.seed: set by the grid"):
         Grid(grid_config(selectors={"r": {"selector": "random", "settings": {"seed": 3}}}))
+    with pytest.raises(GridError, match=r"^config: selectors\.r\.settings\.selection: also a sweep axis"):
+        Grid(grid_config(selectors={"r": {"selector": "random", "settings": {"selection": "static"}}},
+                         sweep={"selection": ["dynamic", "static"]}))
     with pytest.raises(GridError, match=r"^config: selectors\.m\.settings\.kappa: a compute_matched run"):
         Grid(grid_config(selectors={"m": {"selector": "compute_matched", "settings": {"kappa": 0.3}}}))
 

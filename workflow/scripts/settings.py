@@ -55,7 +55,7 @@ def read_settings(config: dict[str, Any]) -> Settings:
              for key, values in config["sweep"].items()}
     _check_sweep(sweep)
     _check_names(config)
-    return Settings(config, defaults, datasets, objectives, sweep, _selectors(config))
+    return Settings(config, defaults, datasets, objectives, sweep, _selectors(config, tuple(sweep)))
 
 
 # ---------------------------------------------------------------------------------------------------- the schema
@@ -183,9 +183,10 @@ def _check_names(cfg: dict[str, Any]) -> None:
                 raise GridError(f"config: datasets.{d}.axes.{axis}: {bad[0]!r} is not in {axis}; add it there first")
 
 
-def _selectors(cfg: dict[str, Any]) -> dict[str, api.SelectorInfo]:
+def _selectors(cfg: dict[str, Any], sweep: tuple[str, ...]) -> dict[str, api.SelectorInfo]:
     """label -> the entry as acs_core describes it, with the run settings it fixes (`settings`, e.g. the static
-    random baseline's `selection: static`); unknown selectors, options and settings raise GridError."""
+    random baseline's `selection: static`); unknown selectors, options and settings raise GridError, and so does a
+    setting that is also a sweep axis (the entry would override the value its run folder names)."""
     out = {}
     for label, entry in cfg["selectors"].items():
         name, options = entry.get("selector", label), entry.get("options", {})
@@ -198,6 +199,8 @@ def _selectors(cfg: dict[str, Any]) -> dict[str, api.SelectorInfo]:
             raise GridError(f"{where}: the full-data baseline is the entry `full: {{}}` (always run); remove this one")
         settings = entry.get("settings", {})
         for key in settings:
+            if key in sweep:
+                raise GridError(f"{where}.settings.{key}: also a sweep axis, whose value it would override; drop one of them")
             if key in api.ignored_keys(info.kind) or info.kind == api.COMPUTE_MATCHED:
                 raise GridError(f"{where}.settings.{key}: a {info.kind} run does not read it here; set it in defaults, "
                                 "datasets or objectives")
