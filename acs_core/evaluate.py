@@ -6,8 +6,8 @@ clean accuracy, every attack of the suite at the run's eps (accuracy, label, nor
 `robust_acc` = the per-example worst case over clean and every attack (the reported number) and `robust_attack`, the
 attacks behind it as tables name them (e.g. APGD-CE+APGD-DLR+PGD-20), `groups` (suites whose attacks carry a group,
 e.g. perceptual's seen / unseen: each group's attacks, mean accuracy and worst case), accuracy-vs-eps `curves`, the
-`strength_check` (APGD-CE + APGD-DLR on a fixed stratified subset, see strength_verdict; null for a perceptual run or
-a check of 0 images), `sanity` checks with `possible_gradient_masking`, the evaluation's seconds and its environment.
+`strength_check` (APGD-CE + APGD-DLR on a fixed stratified subset, or on the whole split from the suite's own attacks
+when the suite runs it, see strength_verdict; null for a perceptual run or a check of 0 images), `sanity` checks with `possible_gradient_masking`, the evaluation's seconds and its environment.
 Accuracies are percentages of the test split, each attack's over all samples (misclassified ones included).
 """
 from __future__ import annotations
@@ -200,7 +200,8 @@ def evaluate_model(model: nn.Module, test: Split, suite: Suite, norm: str, eps: 
     """Run `suite` on `model` (eval mode, fp32) over `test`: clean accuracy, every attack at (norm, eps), their
     per-example worst case, the FGSM sweep (l_inf; at `fgsm_eps`, else the suite's grid of SWEEP_SCALES x
     base_eps["linf"]), the PGD-20 curves at SWEEP_SCALES x base_eps[norm], the attack-strength check on
-    `strength_subset` images (default: the suite's; 0: none) and the sanity checks. Every attack, the strength check
+    `strength_subset` images (default: the suite's; 0: none; a suite that runs the reference attack itself, e.g.
+    `apgd`, is checked on the whole split from its own attacks, at no extra cost) and the sanity checks. Every attack, the strength check
     and every curve point start from torch.manual_seed(seed)."""
     t_start = time.perf_counter()
     model = model.to(device).float().eval()
@@ -215,9 +216,11 @@ def evaluate_model(model: nn.Module, test: Split, suite: Suite, norm: str, eps: 
     size = suite.strength_subset if strength_subset is None else strength_subset
     checked = bool(size) and norm in NORMS  # APGD has no perceptual threat model
     reference = APGD if len(test.y.unique()) >= 3 else APGD_CE
-    reference_attack = reference.build(norm, eps, seed, batch_size) if checked else None
+    in_suite = checked and reference in suite.attacks  # the suite runs the reference itself: no second run
+    reference_attack = reference.build(norm, eps, seed, batch_size) if checked and not in_suite else None
     clean, _ = mask(None, "clean")
     worst = clean.clone()
+    without_reference = clean.clone()  # the worst case over the suite's other attacks
     attacks: dict[str, dict[str, Any]] = {}
     uses_autoattack = any(spec.kind == "autoattack" for spec in suite.attacks)
     group_worst: dict[str, torch.Tensor] = {}
@@ -226,6 +229,8 @@ def evaluate_model(model: nn.Module, test: Split, suite: Suite, norm: str, eps: 
             name = spec.name(spec_norm)
             correct, seconds = mask(attack, name)
             worst &= correct
+            if spec != reference:
+                without_reference &= correct
             attacks[name] = {**_attack_entry(spec, spec_norm, spec_eps, pct(correct), seconds), "group": spec.group}
             if spec.group is not None:
                 group_worst[spec.group] = group_worst.get(spec.group, clean) & correct
@@ -245,13 +250,17 @@ def evaluate_model(model: nn.Module, test: Split, suite: Suite, norm: str, eps: 
         curves[f"pgd_{curve_norm}"] = curve(PGD20, curve_norm, [s * base_eps[curve_norm] for s in SWEEP_SCALES])
 
     strength = None
-    if checked:
+    if in_suite:  # the whole split, from the masks already computed
+        fooled = int((without_reference & ~worst).sum())
+        strength = {"reference": reference.label(norm), **strength_verdict(len(test), int(without_reference.sum()), fooled),
+                    "seconds": 0.0, "autoattack_warnings": aa_warnings, "in_suite": True}
+    elif checked:
         rows = strength_rows(test, size)
         survivors = rows[worst[rows]]
         with collected_warnings() as reference_warnings:
             still, seconds = mask(reference_attack, f"strength check ({reference.label(norm)})", test.subset(survivors))
         strength = {"reference": reference.label(norm), **strength_verdict(len(rows), len(survivors), int((~still).sum())),
-                    "seconds": seconds, "autoattack_warnings": reference_warnings}
+                    "seconds": seconds, "autoattack_warnings": reference_warnings, "in_suite": False}
 
     n = len(test)
     return {

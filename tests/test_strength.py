@@ -87,6 +87,24 @@ def test_a_disabled_check_records_nothing_and_flags_nothing(model_and_test, mask
     assert res["strength_check"] is None and not res["sanity"]["possible_gradient_masking"]
 
 
+def test_the_apgd_suite_checks_the_whole_split_from_its_own_attacks(model_and_test, monkeypatch):
+    """A suite that runs the reference itself is checked on every test image, PGD-20 against APGD-CE+DLR, with no
+    second AutoAttack run; the masked model is flagged, and the combined accuracy is the suite's robust_acc."""
+    import pyautoattack
+
+    calls = []
+    original = pyautoattack.AutoAttack.run_standard_evaluation
+    monkeypatch.setattr(pyautoattack.AutoAttack, "run_standard_evaluation",
+                        lambda self, x, y, **kw: calls.append(len(x)) or original(self, x, y, **kw))
+    model, test = model_and_test
+    test = test.subset(torch.arange(40))
+    res = evaluate_model(Saturated(model), test, SUITES.get("apgd"), "linf", TRAIN_EPS, EPS, CPU, 40, seed=0, quiet=True)
+    check = res["strength_check"]
+    assert len(calls) == 1 and check["in_suite"] and check["subset"] == 40 and check["seconds"] == 0.0
+    assert check["suite_robust_acc"] == res["attacks"]["pgd20_linf"]["acc"] and check["flagged"], check
+    assert check["combined_robust_acc"] == res["robust_acc"]
+
+
 # ---------------------------------------------------------------- the check's statistics and subset
 
 def test_strength_verdict_is_the_exact_one_sided_binomial_test():
