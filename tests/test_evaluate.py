@@ -313,7 +313,8 @@ def test_strength_subset_option(run_dir, tmp_path):
     assert main(["evaluate", str(run_dir), "--quiet", "--strength-subset", "20", "--out", str(out)]) == 0
     check = json.loads(out.read_text())["strength_check"]
     assert {"reference", "subset", "suite_robust_acc", "combined_robust_acc", "gap", "threshold", "p_value", "flagged",
-            "seconds", "autoattack_warnings"} == set(check) and (check["reference"], check["subset"]) == ("APGD-CE+APGD-DLR", 20)
+            "seconds", "autoattack_warnings", "in_suite"} == set(check) and (check["reference"], check["subset"]) == ("APGD-CE+APGD-DLR", 20)
+    assert not check["in_suite"]  # the quick suite does not run APGD: the check attacks the subset itself
     bad = tmp_path / "bad.json"
     assert main(["evaluate", str(run_dir), "--quiet", "--strength-subset", "-1", "--out", str(bad)]) == 2
     assert not bad.exists()
