@@ -56,6 +56,7 @@ class RunConfig:
     alpha: float | None = field(default=None, metadata={"help": "attack step size; default: the objective's convention (eps/4 for PGD)"})
     attack_steps: int = field(default=10, metadata={"help": "attack iterations during training (PGD, TRADES, Fast-LPA of pat: 10 as in the PAT paper)"})
     beta: float = field(default=6.0, metadata={"help": "TRADES trade-off weight (1/lambda)"})
+    attack_chunk: int = field(default=0, metadata={"help": "run training and selection attacks on chunks of this many samples (0: the whole batch); each sample's attack does not depend on its batch: PGD's points stay the same, a Gaussian random start (TRADES, l_2) may be drawn differently; on one CPU thread PGD-5 and TRADES-5 on batches of 128 ran 1.25-1.5x faster in chunks of 32 (benchmarks/attack_chunk.py)"})
     # coreset selection
     selector: str = field(default="full", metadata={"help": "coreset selector (see `acs list`); full = train on all data"})
     selector_opts: dict[str, Any] = field(default_factory=dict, metadata={"help": "selector options, given as selector.KEY=VALUE"})
@@ -124,6 +125,7 @@ class RunConfig:
             (self.eps is None or self.eps >= 0, "eps", f"{self.eps} is negative; use eps=0 or more"),
             (self.alpha is None or self.alpha > 0, "alpha", f"{self.alpha} must be > 0"),
             (self.attack_steps >= 1, "attack_steps", f"{self.attack_steps} < 1"),
+            (self.attack_chunk >= 0, "attack_chunk", f"{self.attack_chunk} is negative; use 0 (whole batches) or e.g. 64"),
             (self.eval_steps >= 1, "eval_steps", f"{self.eval_steps} < 1"),
             (self.image_size >= 8, "image_size", f"{self.image_size} < 8; use e.g. image_size=224"),
             (self.batch_size >= 1, "batch_size", f"{self.batch_size} < 1"),

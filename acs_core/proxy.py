@@ -6,7 +6,7 @@ the full training split (SGD with the run's momentum, weight decay and batch siz
 data set's augmentation). Every time a sample is presented (once per epoch, just before the update of its batch) the
 hook `selection.statistics.presentation_stats` records, with the proxy in eval mode on the un-augmented image,
 aign_sq, el2n, grand and correct for view `clean` and, when the configured objective attacks, the same at its
-adversarial points x~ = objective.perturb(proxy, x, y) for view `adversarial` (grand then with the objective's own
+adversarial points x~ = objective.adversarial(proxy, x, y) for view `adversarial` (grand then with the objective's own
 loss). The hook runs on its own seeded random stream, so the clean scores are the same whichever objective (if any)
 is attacked. The file that keeps the scores, its identity and its reading and writing: scores.py.
 """

@@ -112,7 +112,7 @@ def train_epoch(exp: Experiment, rows: torch.Tensor, weights: torch.Tensor, time
         with timer("train_attack"):
             model.eval()  # attack with frozen BatchNorm statistics, then restore train mode for the update
             with exp.amp():
-                x_adv = exp.objective.perturb(exp.train_model, x, y)
+                x_adv = exp.objective.adversarial(exp.train_model, x, y)
             model.train()
         with timer("train_step"):
             with exp.amp():

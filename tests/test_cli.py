@@ -24,7 +24,7 @@ def _acs(*args: str) -> subprocess.CompletedProcess:
     ("select_every=0", "select_every"), ("colour=red", "colour"), ("epochs=ten", "epochs"), ("selector.foo=1", "selector.foo"),
     ("seed=-1", "seed"), ("data_seed=-1", "data_seed"), ("train_size=-5", "train_size"), ("momentum=-0.9", "momentum"),
     ("weight_decay=-1e-4", "weight_decay"), ("lr_gamma=0", "lr_gamma"), ("lr=.nan", "lr"), ("lr=.inf", "lr"), ("lr=1e-3x", "lr"),
-    ("milestones=[1,", "milestones"),
+    ("milestones=[1,", "milestones"), ("attack_chunk=-1", "attack_chunk"),
     pytest.param("device=cuda", "device", marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")),
 ])
 def test_bad_input_one_line_exit_2_nothing_written(tmp_path, capsys, arg, field):

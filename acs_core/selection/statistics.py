@@ -47,7 +47,7 @@ def point_stats(model: Classifier, objective: Objective, x: torch.Tensor, y: tor
 def presentation_stats(model: Classifier, objective: Objective, x: torch.Tensor, y: torch.Tensor,
                        adversarial: bool) -> dict[str, torch.Tensor]:
     """The proxy's per-presentation hook (model in eval mode): the statistics at x, and at x~ if adversarial."""
-    return point_stats(model, objective, x, y, objective.perturb(model, x, y).detach() if adversarial else None)
+    return point_stats(model, objective, x, y, objective.adversarial(model, x, y).detach() if adversarial else None)
 
 
 def model_stats(model: Classifier, objective: Objective, split: Split, view: str, device: torch.device, batch_size: int,

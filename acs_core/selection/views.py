@@ -3,7 +3,7 @@ gradients at clean or adversarial points.
 
 view=clean: the original methods - penultimate features, logits and plain-CE last-layer gradients at the clean
 images. view=adversarial: the same quantities at the run objective's own adversarial points
-x~ = objective.perturb(model, x, y) (the un-augmented image; the caller puts the model in eval mode, so selection
+x~ = objective.adversarial(model, x, y) (the un-augmented image; the caller puts the model in eval mode, so selection
 never updates BatchNorm statistics), with the last-layer gradients of the objective's own loss
 (`gradients.head_gradient_rows`: for TRADES the clean and the adversarial term), kept factored. Timer phases:
 selection_attack (x~), selection_features (forward passes), selection_gradients (the logit gradients).
@@ -57,7 +57,7 @@ def view_chunks(model: Classifier, objective: Objective, split: Split, view: str
         x_adv = None
         if view == "adversarial":
             with timer("selection_attack"):
-                x_adv = objective.perturb(model, x, y).detach()
+                x_adv = objective.adversarial(model, x, y).detach()
         yield x, x_adv, y
 
 
