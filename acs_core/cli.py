@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from pathlib import Path
 from typing import Callable
 
 from .config import ConfigError, RunConfig, load_config
@@ -144,7 +145,7 @@ def _bench_evaluate(args: argparse.Namespace) -> int:
     """`acs bench evaluate RUN_DIR`: seconds per 1,000 test images of each of --suites on the run's model."""
     from .evaluate import bench_evaluate
 
-    if len(args.overrides) != 1 or "=" in args.overrides[0]:
+    if len(args.overrides) != 1 or ("=" in args.overrides[0] and not Path(args.overrides[0]).is_dir()):  # c=0.5/seed=0: a run
         raise ConfigError(f"bench evaluate: expected one RUN_DIR, got {args.overrides}; e.g. acs bench evaluate results/runs/default")
     bench_evaluate(args.overrides[0], args.suites.split(","), args.test_size, args.batch_size, args.device)
     return 0

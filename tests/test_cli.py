@@ -91,3 +91,13 @@ def test_list_and_help(capsys):
     helptext = capsys.readouterr().out
     for key in RunConfig.keys():
         assert f"  {key} " in helptext
+
+
+def test_bench_evaluate_takes_a_grid_run_folder(tmp_path, capsys):
+    """A grid's run folder (…/c=0.5/seed=0) is a RUN_DIR, not a key=value; a key=value is still refused as one."""
+    run = tmp_path / "c=0.5" / "seed=0"
+    run.mkdir(parents=True)
+    assert main(["bench", "evaluate", str(run)]) == 2
+    assert "no metrics.json" in capsys.readouterr().err
+    assert main(["bench", "evaluate", "model=x"]) == 2
+    assert "expected one RUN_DIR" in capsys.readouterr().err
