@@ -25,18 +25,15 @@ class CompiledModel(nn.Module):
         super().__init__()
         self.model = model
         self.compiled: Callable[[torch.Tensor], torch.Tensor] | None = torch.compile(model.forward)
-        # imported here, not at the top: loading torch._dynamo costs about 1.2 s, paid only by runs that compile
-        from torch._dynamo.exc import TorchDynamoException
-        self.compile_error = TorchDynamoException
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.compiled is not None:
+        if self.compiled is not None:  # torch._dynamo, named below, was loaded by torch.compile (not at import: ~1.2 s)
             try:
                 if self.model.training:
                     return self.compiled(x)
                 with _frozen(self.model):
                     return self.compiled(x)
-            except self.compile_error as err:  # raised before the compiled code ran: nothing half-done
+            except torch._dynamo.exc.TorchDynamoException as err:  # raised before the compiled code ran: nothing half-done
                 self.compiled = None
                 cause = getattr(err, "inner_exception", None) or err  # what the backend raised, if that was it
                 reason = next((line.strip() for line in str(cause).splitlines() if line.strip()), "")
