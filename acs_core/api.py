@@ -32,7 +32,7 @@ COMPUTE_MATCHED = "compute_matched"  # no registered selector: full data for the
 BASELINE, CORESET, SCORED = "baseline", "coreset", "scored"  # the other kinds of run: full data, a coreset, proxy scores
 UNATTACKED = "vanilla"  # the objective without an attack: what `acs score` runs for clean proxy scores
 
-SCHEDULE_KEYS = ("kappa", "select_every", "selection")  # what Schedule reads of a coreset run besides epochs, fraction
+SCHEDULE_KEYS = ("kappa", "select_every", "selection", "select_anchor")  # what Schedule reads of a coreset run besides epochs, fraction
 
 _REGISTRIES = {"dataset": ("data", "DATASETS"), "model": ("models", "MODELS"), "objective": ("objectives", "OBJECTIVES"),
                "suite": ("suites", "SUITES")}
@@ -94,7 +94,7 @@ def ignored_keys(kind: str) -> tuple[str, ...]:
     the proxy's; a compute-matched run reads kappa (matched_epochs turns it into its epochs). Imports acs_core.scores."""
     from .scores import PROXY_KEYS
 
-    return {BASELINE: (*SCHEDULE_KEYS, *PROXY_KEYS), COMPUTE_MATCHED: ("select_every", "selection", *PROXY_KEYS),
+    return {BASELINE: (*SCHEDULE_KEYS, *PROXY_KEYS), COMPUTE_MATCHED: ("select_every", "selection", "select_anchor", *PROXY_KEYS),
             CORESET: PROXY_KEYS, SCORED: ()}[kind]
 
 

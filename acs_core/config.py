@@ -56,6 +56,7 @@ class RunConfig:
     alpha: float | None = field(default=None, metadata={"help": "attack step size; default: the objective's convention (eps/4 for PGD)"})
     attack_steps: int = field(default=10, metadata={"help": "attack iterations during training (PGD, TRADES, Fast-LPA of pat: 10 as in the PAT paper)"})
     beta: float = field(default=6.0, metadata={"help": "TRADES trade-off weight (1/lambda)"})
+    attack_bn: str = field(default="eval", metadata={"help": "BatchNorm mode of the training attack and of selection: eval (frozen running statistics; updates always train in train mode) | train (the ACS reference's PGD scripts: the attack's and the selection's forward passes normalise by batch statistics and move the running statistics)"})
     attack_chunk: int = field(default=0, metadata={"help": "run training and selection attacks on chunks of this many samples (0: the whole batch); each sample's attack does not depend on its batch: PGD's points stay the same, a Gaussian random start (TRADES, l_2) may be drawn differently; on one CPU thread PGD-5 and TRADES-5 on batches of 128 ran 1.25-1.5x faster in chunks of 32 (benchmarks/attack_chunk.py)"})
     # coreset selection
     selector: str = field(default="full", metadata={"help": "coreset selector (see `acs list`); full = train on all data"})
@@ -63,6 +64,7 @@ class RunConfig:
     fraction: float = field(default=1.0, metadata={"help": "coreset fraction c in (0, 1]"})
     kappa: float = field(default=0.5, metadata={"help": "warm-start fraction: first round(c*int(kappa*E)) epochs on full data, the rest of int(kappa*E) skipped"})
     select_every: int = field(default=20, metadata={"help": "reselect the coreset every T epochs"})
+    select_anchor: str = field(default="warm_end", metadata={"help": "where reselection every select_every epochs counts from: warm_end (selections at warm_end, warm_end+T, ...) | zero (the ACS reference: at the multiples of T from epoch 0 that lie in the coreset phase; coreset epochs before the first one train on a uniform random subset with weights 1)"})
     selection: str = field(default="dynamic", metadata={"help": "dynamic: reselect every select_every epochs on the current model; static: select once at the first coreset epoch and keep that coreset"})
     scores: str | None = field(default=None, metadata={"help": "per-sample proxy scores file from `acs score` for score-based selectors (easycore, grand, el2n, forgetting); none: computed in the run"})
     # proxy training behind the score-based selectors (`acs score`, or in the run when scores is not given)
@@ -118,6 +120,8 @@ class RunConfig:
             (self.epochs >= 1, "epochs", f"{self.epochs} < 1; use epochs=1 or more"),
             (self.select_every >= 1, "select_every", f"{self.select_every} < 1; use select_every=1 or more"),
             (self.selection in ("dynamic", "static"), "selection", f"{self.selection!r}; valid: dynamic, static"),
+            (self.select_anchor in ("warm_end", "zero"), "select_anchor", f"{self.select_anchor!r}; valid: warm_end, zero"),
+            (self.attack_bn in ("eval", "train"), "attack_bn", f"{self.attack_bn!r}; valid: eval, train"),
             (self.proxy_epochs >= 1, "proxy_epochs", f"{self.proxy_epochs} < 1; use proxy_epochs=1 or more"),
             (self.proxy_inits >= 1, "proxy_inits", f"{self.proxy_inits} < 1; use proxy_inits=1 or more"),
             (self.proxy_lr is None or self.proxy_lr > 0, "proxy_lr", f"{self.proxy_lr} must be > 0"),

@@ -11,12 +11,14 @@ FULL, SKIP, CORESET = "full", "skip", "coreset"
 
 @dataclass(frozen=True)
 class Schedule:
-    """Epochs [0, full_end) full data, [full_end, warm_end) skipped, [warm_end, E) coreset, reselecting every T.
+    """Epochs [0, full_end) full data, [full_end, warm_end) skipped, [warm_end, E) coreset, reselecting every T
+    counted from warm_end (anchor "warm_end") or from epoch 0 (anchor "zero", the ACS reference's `epoch % T == 0`).
 
     With warm start kappa the run spends round(c * int(kappa*E)) epochs on full data and skips the rest of the
     warm-up, so its compute is comparable to "a fraction c of the epochs" (the ACS reference's "warm" variants).
     A run without a coreset (selector `full`) trains every epoch on the full data. A static schedule selects once, at
-    the first coreset epoch, and keeps that coreset to the end.
+    the first coreset epoch, and keeps that coreset to the end. Under anchor "zero" the coreset epochs before the first
+    multiple of T train on a uniform random subset with weights 1 (`draws_initial`), as the reference's do.
     """
 
     epochs: int
@@ -25,6 +27,7 @@ class Schedule:
     interval: int = 1
     coreset: bool = False
     static: bool = False
+    anchor: str = "warm_end"
 
     @property
     def warm_end(self) -> int:
@@ -41,12 +44,21 @@ class Schedule:
 
     def selects(self, epoch: int) -> bool:
         """True on the epochs that (re)select the coreset."""
-        since = epoch - self.warm_end
-        return self.phase(epoch) == CORESET and (since == 0 if self.static else since % self.interval == 0)
+        if self.phase(epoch) != CORESET:
+            return False
+        if self.static:
+            return epoch == self.warm_end
+        return (epoch - (self.warm_end if self.anchor == "warm_end" else 0)) % self.interval == 0
+
+    def draws_initial(self, epoch: int) -> bool:
+        """True on the first coreset epoch when it selects nothing (anchor zero, warm_end not a multiple of T): the
+        epochs up to the first selection train on a uniform random subset with weights 1."""
+        return self.coreset and epoch == self.warm_end < self.epochs and not self.selects(epoch)
 
     @classmethod
     def from_config(cls, cfg: RunConfig, coreset: bool) -> "Schedule":
-        return cls(cfg.epochs, cfg.fraction, cfg.kappa, cfg.select_every, coreset, cfg.selection == "static")
+        return cls(cfg.epochs, cfg.fraction, cfg.kappa, cfg.select_every, coreset, cfg.selection == "static",
+                   cfg.select_anchor)
 
 
 def learning_rate(cfg: RunConfig, epoch: int) -> float:

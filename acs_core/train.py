@@ -9,7 +9,7 @@ import pickle
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from tqdm import tqdm
@@ -32,6 +32,8 @@ from .timing import PhaseTimer
 
 
 AmpFactory = Callable[[], contextlib.AbstractContextManager[Any]]
+# the subset that the coreset epochs before the first selection train on under select_anchor=zero (the reference's)
+INITIAL_SUBSET = build_selector("random", {"class_balanced": False})
 
 
 @dataclass
@@ -110,10 +112,10 @@ def train_epoch(exp: Experiment, rows: torch.Tensor, weights: torch.Tensor, time
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with timer("train_attack"):
-            model.eval()  # attack with frozen BatchNorm statistics, then restore train mode for the update
+            model.train(cfg.attack_bn == "train")  # eval: frozen BatchNorm statistics; train: the reference's PGD scripts
             with exp.amp():
                 x_adv = exp.objective.adversarial(exp.train_model, x, y)
-            model.train()
+            model.train()  # every update in train mode
         with timer("train_step"):
             with exp.amp():
                 losses, logits = exp.objective.loss(exp.train_model, x, y, x_adv)
@@ -136,23 +138,38 @@ def train_epoch(exp: Experiment, rows: torch.Tensor, weights: torch.Tensor, time
     return {"train_loss": train_loss, "train_acc": 100.0 * correct.item() / n, "train_samples": len(rows)}
 
 
-def select_coreset(exp: Experiment, timer: PhaseTimer, epoch: int, previous: Coreset | None) -> Coreset:
-    """Run the selector on the current model (eval mode) over the training split with budget round(c * n), in chunks of
-    the training batch size (a selection attack then costs what the training attack costs: on the CPU larger chunks
-    ran ~1.3x slower per sample); a score-based selector without a scores file gets its proxy scores computed here,
-    once per run (timed).
+@contextlib.contextmanager
+def kept_buffers(model: torch.nn.Module) -> Iterator[None]:
+    """Restore the model's buffers (BatchNorm running statistics) on exit: a train-mode selection normalises by batch
+    statistics without changing what the training model carries on with (the reference restores its state dict)."""
+    saved = {name: buffer.clone() for name, buffer in model.named_buffers()}
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, buffer in model.named_buffers():
+                buffer.copy_(saved[name])
+
+
+def select_coreset(exp: Experiment, timer: PhaseTimer, epoch: int, previous: Coreset | None,
+                   selector: Selector | None = None) -> Coreset:
+    """Run `selector` (default: the run's) on the current model (BatchNorm as attack_bn says: eval by default) over
+    the training split with budget round(c * n), in chunks of the training batch size (a selection attack then costs
+    what the training attack costs: on the CPU larger chunks ran ~1.3x slower per sample); a score-based selector
+    without a scores file gets its proxy scores computed here, once per run (timed).
     `previous`: the coreset in use until now, for the selector's diagnostics."""
     cfg = exp.cfg
-    exp.model.eval()
-    with timer("selection"):
-        if exp.selector.uses_scores and exp.scores is None:
+    selector = selector or exp.selector
+    exp.model.train(cfg.attack_bn == "train")
+    with timer("selection"), kept_buffers(exp.model):
+        if selector.uses_scores and exp.scores is None:
             with timer("selection_proxy"):
                 exp.scores = compute_scores(cfg, exp.data, exp.objective, exp.device, meter=timer)
         ctx = SelectionContext(exp.model, exp.objective, exp.data.train, max(1, round(cfg.fraction * len(exp.data.train))),
                                cfg.fraction, exp.data.spec.num_classes, torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch)),
                                exp.device, cfg.batch_size, timer, epoch, exp.data.val, exp.scores, learning_rate(cfg, epoch),
                                previous)
-        coreset = exp.selector.select(ctx)
+        coreset = selector.select(ctx)
     exp.model.train()
     return coreset
 
@@ -232,12 +249,14 @@ def _train(exp: Experiment, out: Path, digest: str) -> dict[str, Any]:
         for group in exp.opt.param_groups:
             group["lr"] = lr
         phase, entry = exp.schedule.phase(epoch), {}
-        if exp.schedule.selects(epoch):
+        if exp.schedule.selects(epoch) or exp.schedule.draws_initial(epoch):
+            initial = not exp.schedule.selects(epoch)
             before = timer.flush()
-            coreset = select_coreset(exp, timer, epoch, coreset)
+            coreset = select_coreset(exp, timer, epoch, coreset, INITIAL_SUBSET if initial else None)
             path = save_coreset(out, epoch, coreset.indices, exp.data.train.index[coreset.indices], coreset.weights)
             seconds = {k: v - before.get(k, 0.0) for k, v in timer.flush().items() if k.startswith("selection")}
-            state.selections.append({"epoch": epoch, "size": len(coreset.indices), "file": path, "seconds": seconds, **coreset.info})
+            state.selections.append({"epoch": epoch, "size": len(coreset.indices), "file": path, "seconds": seconds,
+                                     **({"initial": "uniform random, weights 1"} if initial else {}), **coreset.info})
             state.coreset_rows, state.coreset_weights = coreset.indices.tolist(), coreset.weights.tolist()
         if phase != SKIP:
             full = torch.arange(len(exp.data.train))

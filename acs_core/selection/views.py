@@ -3,8 +3,8 @@ gradients at clean or adversarial points.
 
 view=clean: the original methods - penultimate features, logits and plain-CE last-layer gradients at the clean
 images. view=adversarial: the same quantities at the run objective's own adversarial points
-x~ = objective.adversarial(model, x, y) (the un-augmented image; the caller puts the model in eval mode, so selection
-never updates BatchNorm statistics), with the last-layer gradients of the objective's own loss
+x~ = objective.adversarial(model, x, y) (the un-augmented image; the caller sets the model's BatchNorm mode: eval by
+default, so selection never updates BatchNorm statistics; train under attack_bn=train, as the reference), with the last-layer gradients of the objective's own loss
 (`gradients.head_gradient_rows`: for TRADES the clean and the adversarial term), kept factored. Timer phases:
 selection_attack (x~), selection_features (forward passes), selection_gradients (the logit gradients).
 """

@@ -79,7 +79,7 @@ def record(row: dict[str, Any], metrics: dict[str, Any] | None, evaluation: dict
         cpu = timings.get("cpu", {})
         compute = metrics.get("compute") or {}
         history = metrics.get("history", [])
-        selections = metrics.get("selections", [])
+        selections = [s for s in metrics.get("selections", []) if "initial" not in s]  # not the anchor-zero start subset
         n_train = metrics.get("resolved", {}).get("train_samples") or float("nan")
         out.update(run_epochs=metrics["config"]["epochs"], clean_acc=metrics["final"]["clean_acc"],
                    robust_acc=metrics["final"]["robust_acc"], time_train=timings.get("training_epochs"),
