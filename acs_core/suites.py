@@ -4,7 +4,8 @@ the reference attack of every evaluation's attack-strength check (APGD-CE + APGD
 A new suite is one `SUITES.register(...)` line; a new kind of attack is one builder in `ATTACK_KINDS`.
 
 Step sizes: `step_ratio` is alpha / eps. The ACS evaluation's step 2/255 at eps 8/255 is step_ratio 1/4, so on a data
-set whose eps is 0.1 (Fashion-MNIST) the step is 0.025; the same ratio is used for l_2. Without a ratio the training
+set whose eps is 0.1 (Fashion-MNIST) the step is 0.025; the same ratio is used for l_2, except in `paper_l2`, whose step
+is the reference's fixed 2/255 in pixel units (eps/4 would be 0.125 at SVHN's 0.5). Without a ratio the training
 conventions apply (l_inf eps/4, l_2 2.5*eps/steps), which makes `quick`'s PGD-20 the attack of metrics.json's `final`.
 """
 from __future__ import annotations
@@ -36,6 +37,7 @@ class AttackSpec:
     steps: int = 1
     restarts: int = 1                  # > 1: rerun on the samples no earlier run fooled (attacks.with_restarts)
     step_ratio: float | None = None    # alpha / eps; None: the training conventions (see the module docstring)
+    step: float | None = None          # a fixed alpha in pixel units (the reference's l_2 evaluation: 2/255), over step_ratio
     early_stop: bool = False           # update only still-correct samples (attacks.pgd_early_stop)
     version: str = "standard"          # AutoAttack version
     components: tuple[str, ...] = ()   # AutoAttack components when version == "custom"
@@ -80,6 +82,8 @@ class AttackSpec:
             return eps
         if self.kind == "ppgd" or norm == "perceptual":
             return 2 * eps / self.steps
+        if self.step is not None:
+            return self.step
         if self.step_ratio is not None:
             return self.step_ratio * eps
         return eps / 4 if norm == "linf" else 2.5 * eps / self.steps
@@ -167,6 +171,7 @@ class Suite:
 PGD20 = AttackSpec("pgd", steps=20)  # also the attack of the PGD accuracy-vs-eps curves
 PAPER_PGD = AttackSpec("pgd", steps=50, restarts=10, step_ratio=0.25, early_stop=True)
 PAPER_TRADES_PGD = AttackSpec("pgd", steps=50, restarts=20, step_ratio=0.765 / 8, early_stop=True)
+PAPER_L2_PGD = AttackSpec("pgd", steps=50, restarts=10, step=2 / 255, early_stop=True)  # robust_train_l2.py: step 2/255
 APGD = AttackSpec("autoattack", version="custom", components=("apgd-ce", "apgd-dlr"))  # 100 iterations, 1 restart each
 APGD_CE = AttackSpec("autoattack", version="custom", components=("apgd-ce",))  # the DLR loss needs 3 or more classes
 
@@ -180,11 +185,15 @@ SUITES.register("paper_trades", "the ACS evaluation of TRADES runs: PGD-50 x 20 
     Suite((PAPER_TRADES_PGD,)))
 SUITES.register("apgd", "APGD-CE + APGD-DLR (pyautoattack, 100 iterations, 1 restart each) + PGD-20 at the run's norm and eps")(
     Suite((APGD, PGD20)))
+SUITES.register("paper_l2", "the ACS evaluation of l_2 runs (SVHN): PGD-50 x 10 restarts, step 2/255 in pixel units")(
+    Suite((PAPER_L2_PGD,)))
 # apgd plus the paper's own attack, recorded on its own for comparison with the published numbers
 SUITES.register("paper_apgd", "apgd + paper's PGD-50 x 10 (robust_acc: the worst case of all three)")(
     Suite((APGD, PGD20, PAPER_PGD)))
 SUITES.register("paper_trades_apgd", "apgd + paper_trades' PGD-50 x 20 (robust_acc: the worst case of all three)")(
     Suite((APGD, PGD20, PAPER_TRADES_PGD)))
+SUITES.register("paper_l2_apgd", "apgd + paper_l2's PGD-50 x 10 (robust_acc: the worst case of all three)")(
+    Suite((APGD, PGD20, PAPER_L2_PGD)))
 SUITES.register("full", "paper + FGSM + PGD-20 + AutoAttack standard, FGSM sweep, PGD-20 curves for l_inf and l_2")(
     Suite((AttackSpec("fgsm"), PGD20, PAPER_PGD, AttackSpec("autoattack")), fgsm_sweep=True, curves=("linf", "l2")))
 

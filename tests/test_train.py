@@ -80,6 +80,45 @@ def test_batchnorm_mode_eval_in_attack_train_in_update(tmp_path, monkeypatch):
     assert modes[:5] == [False, False, False, True, True]
 
 
+@pytest.mark.parametrize("attack_bn", ["eval", "train"])
+def test_attack_batchnorm_mode_is_the_one_asked_for(tmp_path, monkeypatch, attack_bn):
+    """attack_bn=train (the reference's PGD scripts): the training attack and the selection run BatchNorm in train mode,
+    the attack moves the running statistics and the selection leaves them as they were; eval: the attack moves nothing.
+    Every update trains in train mode either way."""
+    from acs_core.objectives import OBJECTIVES
+
+    pgd = OBJECTIVES.get("pgd_linf")
+    attack, select = pgd.adversarial, train_mod.select_coreset
+    seen: dict[str, list] = {"attack": [], "selection": []}
+
+    def first_bn(model: torch.nn.Module) -> torch.nn.BatchNorm2d:
+        return next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+    def spied_attack(self, model, x, y):  # noqa: ANN001
+        bn = first_bn(model)
+        before = bn.running_mean.clone()
+        out = attack(self, model, x, y)
+        seen["attack"].append((bn.training, not torch.equal(before, bn.running_mean)))
+        return out
+
+    def spied_select(exp, *args, **kwargs):  # noqa: ANN001
+        bn = first_bn(exp.model)
+        before, modes = bn.running_mean.clone(), []
+        hook = bn.register_forward_pre_hook(lambda mod, inp: modes.append(mod.training))
+        coreset = select(exp, *args, **kwargs)
+        hook.remove()
+        seen["selection"].append((frozenset(modes), torch.equal(before, bn.running_mean), exp.model.training))
+        return coreset
+
+    monkeypatch.setattr(pgd, "adversarial", spied_attack)
+    monkeypatch.setattr(train_mod, "select_coreset", spied_select)
+    run(RunConfig(**{**SYNTH, "epochs": 2, "train_size": 128, "attack_steps": 2}, selector="craig", fraction=0.5,
+                  kappa=0.0, attack_bn=attack_bn, out=str(tmp_path / "r")))
+    train = attack_bn == "train"
+    assert seen["attack"] and set(seen["attack"]) == {(train, train)}
+    assert seen["selection"] and set(seen["selection"]) == {(frozenset({train}), True, True)}  # back in train mode afterwards
+
+
 def test_coreset_weights_change_the_model(tmp_path, monkeypatch):
     """CRAIG's weights (cluster sizes) reach the loss: the same run with the same coreset at unit weights trains
     another model (a loop that ignored the weights would train the same one)."""

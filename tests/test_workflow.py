@@ -471,6 +471,36 @@ def test_table1_intervals_speedups_and_reference_of_a_two_seed_grid(tmp_path):
     assert "<p style='font:12px sans-serif'>± : 95% confidence interval over seeds" in html
 
 
+def test_table1_shows_the_published_figures_of_a_paper_shaped_grid(tmp_path):
+    """A grid named like config/paper.yaml's CIFAR-10 l_inf rows (craig_pb, full) with the shipped published file:
+    Table 1 shows the printed ACC and RACC beside ours, the speed-up from the printed times (292.87 / 148.01) and the
+    attack behind the printed RACC; a row the paper does not print shows -, and the note says what the columns are."""
+    records = _two_seed_grid(tmp_path)
+    records["dataset"], records["objective"] = "cifar10", "pgd_linf"
+    records["selector"] = records["selector"].replace({"craig": "craig_pb"})
+    published = aggregate.read_published(ROOT / "config" / "published" / "acs_table1.csv")
+    table = aggregate.table1(records, [], published=published)
+    cells = table.shown.set_index("selector")
+    assert list(table.shown.columns[-4:]) == ["published ACC (%)", "published RACC (%)", "published speed-up",
+                                              "published attack"]
+    assert list(cells.loc["craig_pb", table.shown.columns[-4:]]) == ["80.37", "45.07", f"{292.87 / 148.01:.2f}", "PGD-50x10"]
+    assert list(cells.loc["full", table.shown.columns[-4:]]) == ["83.14", "41.39", "1.00", "PGD-50x10"]
+    assert list(cells.loc["random", table.shown.columns[-4:]]) == ["-"] * 4
+    assert any(n.startswith("published: the paper's printed ACC and RACC") for n in table.notes)
+    assert "published RACC (%)" not in aggregate.table1(records, []).shown  # no file named: no columns
+    aggregate.write_tables(records, [], tmp_path / "tables", published=published)
+    assert "| published ACC (%) | published RACC (%) | published speed-up | published attack |" in \
+        (tmp_path / "tables" / "table1.md").read_text()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("dataset,objective,selector\n")
+    with pytest.raises(ValueError, match="^published: .* lacks the column"):
+        aggregate.read_published(bad)
+    with pytest.raises(GridError, match=r"^config: published: no file nowhere\.csv"):
+        Grid(grid_config(published="nowhere.csv"))
+    with pytest.raises(GridError, match=r"^config: published: .*bad\.csv lacks the column\(s\) method"):
+        Grid(grid_config(published=str(bad)))
+
+
 def test_one_seed_shows_binomial_errors_and_asks_for_seeds(tmp_path):
     """One seed: accuracies carry sqrt(p (1 - p) / n_test) (500 test images), no intervals, and the notes say that
     seeds are needed; a grid without the reference selector leaves its columns out with a note."""

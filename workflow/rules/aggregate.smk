@@ -33,6 +33,7 @@ rule collect:
 rule tables:
     input:
         records=f"{R}/records.csv",
+        **({"published": JOBS.grid.config["published"]} if JOBS.grid.config["published"] else {}),
     output:
         [report(f"{R}/tables/{t}.{ext}", category="Tables", caption=f"../report/{t}.rst")
          if ext == "html" else f"{R}/tables/{t}.{ext}" for t in TABLE_NAMES for ext in TABLE_FORMATS],

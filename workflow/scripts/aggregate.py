@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 import pandas as pd
 from intervals import MARK, binomial_se, excludes_zero, half_width
 from mark_failed import FAILED, score_marker
+from settings import PUBLISHED_HEADER
 
 KEYS = ["dataset", "objective", "selector", "fraction"]  # the fixed axes of a table row (plus the sweep axes)
 SPEEDUPS = {  # speed-up measure (the grid key `speedup`) -> the run's total cost column, how labels name the measure
@@ -338,10 +339,35 @@ def _runs(t: pd.DataFrame) -> list[str]:
     return [text(r) for _, r in t.iterrows()]
 
 
-def table1(records: pd.DataFrame, axes: list[str], reference: str | None = "random") -> Table:
+def read_published(path: str | Path) -> pd.DataFrame:
+    """A file of published figures (grid key `published`, e.g. config/published/acs_table1.csv): one row per (data
+    set, objective, selector label, fraction) with the printed ACC, RACC, time and the attack behind RACC, plus
+    `speedup`: the printed time of that data set and objective's full-data row over the row's."""
+    table = pd.read_csv(path, comment="#")
+    missing = [c for c in PUBLISHED_HEADER if c not in table]
+    if missing:
+        raise ValueError(f"published: {path} lacks the column(s) {', '.join(missing)}; its header must be "
+                         f"{','.join(PUBLISHED_HEADER)}")
+    full = table[table["selector"] == "full"].set_index(["dataset", "objective"])["time_min"]
+    at = pd.MultiIndex.from_frame(table[["dataset", "objective"]])
+    return table.assign(speedup=full.reindex(at).to_numpy() / table["time_min"].to_numpy())
+
+
+def _published_cells(t: pd.DataFrame, published: pd.DataFrame) -> dict[str, list[str]]:
+    """Table 1's published columns, row by row: the printed ACC, RACC, speed-up (from the printed times) and attack."""
+    on = ["dataset", "objective", "selector", "fraction"]
+    rows = t[on].merge(published, on=on, how="left", validate="many_to_one")
+    text = lambda column, fmt: ["-" if pd.isna(v) else fmt.format(v) for v in rows[column]]  # noqa: E731
+    return {"published ACC (%)": text("clean_acc", "{:.2f}"), "published RACC (%)": text("robust_acc", "{:.2f}"),
+            "published speed-up": text("speedup", "{:.2f}"), "published attack": text("attack", "{}")}
+
+
+def table1(records: pd.DataFrame, axes: list[str], reference: str | None = "random",
+           published: pd.DataFrame | None = None) -> Table:
     """Table-1: ACC and RACC (named by its attack, † where the attack-strength check flagged a run) with their paired
     differences from full training, the paired differences from the `reference` selector (columns left out when no
-    reference run pairs), proxy scores and total time (min), the speed-up by wall clock, CPU seconds and compute."""
+    reference run pairs), proxy scores and total time (min), the speed-up by wall clock, CPU seconds and compute; with
+    `published` (read_published), the published ACC, RACC, speed-up and attack of the same row beside them."""
     minutes = {"time_proxy": "proxy_min", "time_run": "time_min", "d_time": "d_time_min"}
     speedups = [f"speedup_{m}" for m in SPEEDUPS]
     t = summarise(records, axes, ["clean_acc", "d_clean", "r_clean", "robust_acc", "d_robust", "r_robust", *minutes,
@@ -364,7 +390,14 @@ def table1(records: pd.DataFrame, axes: list[str], reference: str | None = "rand
     for measure in SPEEDUPS:
         shown[speedup_label(measure)] = _cells(t, f"speedup_{measure}", 2)
     shown["runs"] = _runs(t)
+    if published is not None:
+        for column, cells in _published_cells(t, published).items():
+            shown[column] = cells
     notes = _uncertainty_notes(t, diffs=True)
+    if published is not None:
+        notes.append("published: the paper's printed ACC and RACC (RACC under the attack in `published attack`, ours under "
+                     "the attack this table's RACC column names) and the speed-up from its printed training times "
+                     "(full adversarial training's / the row's); - where the paper prints no such row")
     if paired:
         notes.append(f"ACC / RACC − {reference}: the mean paired difference (same seed) from {reference} at the same "
                      f"fraction, with its interval; {MARK}: the interval excludes zero")
@@ -412,9 +445,11 @@ def timing(records: pd.DataFrame, axes: list[str]) -> Table:
     return Table(t, shown, _uncertainty_notes(t, diffs=False))
 
 
-def build_tables(records: pd.DataFrame, axes: list[str], reference: str | None = "random") -> dict[str, Table]:
-    """Every table by name (the `reference` selector label of Table 1's paired comparison; None: no comparison)."""
-    return {"table1": table1(records, axes, reference), "method_fraction": method_fraction(records, axes),
+def build_tables(records: pd.DataFrame, axes: list[str], reference: str | None = "random",
+                 published: pd.DataFrame | None = None) -> dict[str, Table]:
+    """Every table by name (the `reference` selector label of Table 1's paired comparison, None: no comparison;
+    `published`: figures Table 1 shows beside its own)."""
+    return {"table1": table1(records, axes, reference, published), "method_fraction": method_fraction(records, axes),
             "timing": timing(records, axes)}
 
 
@@ -452,11 +487,12 @@ def to_html(df: pd.DataFrame, notes: list[str] = ()) -> str:
             "</body></html>\n")
 
 
-def write_tables(records: pd.DataFrame, axes: list[str], out_dir: Path, reference: str | None = "random") -> list[Path]:
+def write_tables(records: pd.DataFrame, axes: list[str], out_dir: Path, reference: str | None = "random",
+                 published: pd.DataFrame | None = None) -> list[Path]:
     """Every table as NAME.csv (numeric) and NAME.md / .tex / .html (formatted, with notes); returns the paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, table in build_tables(records, axes, reference).items():
+    for name, table in build_tables(records, axes, reference, published).items():
         texts = {"csv": table.numeric.to_csv(index=False), "md": to_markdown(table.shown, table.notes),
                  "tex": to_latex(table.shown, table.notes), "html": to_html(table.shown, table.notes)}
         for suffix, text in texts.items():

@@ -55,6 +55,7 @@ def read_settings(config: dict[str, Any]) -> Settings:
              for key, values in config["sweep"].items()}
     _check_sweep(sweep)
     _check_names(config)
+    _check_published(config["published"])
     return Settings(config, defaults, datasets, objectives, sweep, _selectors(config, tuple(sweep)))
 
 
@@ -181,6 +182,23 @@ def _check_names(cfg: dict[str, Any]) -> None:
             bad = [v for v in block.get("axes", {}).get(axis, []) if v not in cfg[axis] and v != api.FULL]
             if bad:
                 raise GridError(f"config: datasets.{d}.axes.{axis}: {bad[0]!r} is not in {axis}; add it there first")
+
+
+PUBLISHED_HEADER = ("dataset", "objective", "selector", "method", "fraction", "clean_acc", "robust_acc", "time_min", "attack")
+
+
+def _check_published(path: str | None) -> None:
+    """The `published` file exists and its header (after # comment lines) names the columns Table 1 reads."""
+    if path is None:
+        return
+    file = Path(path)
+    if not file.is_file():
+        raise GridError(f"config: published: no file {path} (relative to the working directory); fix the path or set null")
+    header = next((line for line in file.read_text().splitlines() if line.strip() and not line.startswith("#")), "")
+    missing = [c for c in PUBLISHED_HEADER if c not in header.split(",")]
+    if missing:
+        raise GridError(f"config: published: {path} lacks the column(s) {', '.join(missing)}; "
+                        f"its header must be {','.join(PUBLISHED_HEADER)}")
 
 
 def _selectors(cfg: dict[str, Any], sweep: tuple[str, ...]) -> dict[str, api.SelectorInfo]:

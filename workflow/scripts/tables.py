@@ -1,11 +1,13 @@
 """Snakemake script (rule tables): records.csv -> results/tables/{table1,method_fraction,timing}.{csv,md,tex,html},
-Table 1's paired comparison against the grid's `reference` selector."""
+Table 1's paired comparison against the grid's `reference` selector, and the figures of its `published` file beside it."""
 from pathlib import Path
 
 import pandas as pd
-from aggregate import write_tables
+from aggregate import read_published, write_tables
 from script_log import logged
 
 with logged(snakemake.log[0]):  # noqa: F821
     records = pd.read_csv(snakemake.input.records)  # noqa: F821
-    write_tables(records, list(snakemake.params.axes), Path(snakemake.output[0]).parent, snakemake.params.reference)  # noqa: F821
+    published = read_published(snakemake.input.published) if snakemake.input.get("published") else None  # noqa: F821
+    write_tables(records, list(snakemake.params.axes), Path(snakemake.output[0]).parent, snakemake.params.reference,  # noqa: F821
+                 published)
