@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from scipy import stats
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = ROOT / "workflow" / "Snakefile"
@@ -316,22 +317,25 @@ def test_aggregation_of_hand_made_records(tmp_path):
     assert craig["d_clean_mean"] == pytest.approx(((78 - 80) + (79 - 82)) / 2)
     assert craig["robust_acc_mean"] == pytest.approx(39.0) and craig["robust_acc_std"] == pytest.approx(math.sqrt(8.0))
     assert craig["d_robust_mean"] == pytest.approx(((37 - 40) + (41 - 44)) / 2)
-    assert craig["speedup_wall_mean"] == pytest.approx(2.5) and craig["speedup_wall_std"] == pytest.approx(math.sqrt(0.5))
+    assert math.exp(craig["log_speedup_wall_mean"]) == pytest.approx(math.sqrt(6))  # geometric mean of 2 and 3
+    assert craig["log_speedup_wall_std"] == pytest.approx(math.log(1.5) / math.sqrt(2))
     assert craig["time_min_mean"] == pytest.approx(1.0) and full["time_min_mean"] == pytest.approx(2.5)
-    assert full["speedup_wall_mean"] == pytest.approx(1.0) and pd.isna(craig["proxy_min_mean"])
-    # mean ± 95% interval over 2 seeds (t = 12.71 x std / sqrt 2), paired difference from full (-3, -3 points: * marks
-    # an interval that excludes zero); records without CPU seconds and sample-passes: those speed-ups unknown
+    assert full["log_speedup_wall_mean"] == pytest.approx(0.0) and pd.isna(craig["proxy_min_mean"])
+    # mean ± 95% interval over 2 seeds (t = 12.71 x std / sqrt 2), paired difference from full (-3, -3 points: an
+    # exploratory difference, ° marks an interval that excludes zero); the wall-clock speed-ups 120/60 and 180/60 as a
+    # geometric mean with its log-scale interval; records without CPU seconds and sample-passes: those unknown
     assert list(shown.iloc[1][["ACC (%)", "RACC, PGD-20 (%)", "proxy scores (min)", "total time (min)",
                                "speed-up by wall clock", "speed-up by compute", "runs"]]) == [
-        "78.50 ± 6.35 (-2.50 ± 6.35)", "39.00 ± 25.41 (-3.00 ± 0.00*)", "-", "1.00 ± 0.00 (-1.50 ± 6.35)",
-        "2.50 ± 6.35", "-", "2/3 (1 failed)"]
+        "78.50 ± 6.35 (-2.50 ± 6.35)", "39.00 ± 25.41 (-3.00 ± 0.00°)", "-", "1.00 ± 0.00 (-1.50 ± 6.35)",
+        _geometric([2.0, 3.0]), "-", "2/3 (1 failed)"]
     assert shown.iloc[0]["ACC (%)"] == "81.00 ± 12.71"
     # easycore: 30 s training + 30 s proxy scoring = 1 min total; speed-up 120/60 and 180/60 (training alone: 4 and 6)
     easycore = numeric.iloc[2]
     assert easycore["proxy_min_mean"] == pytest.approx(0.5) and easycore["time_min_mean"] == pytest.approx(1.0)
-    assert easycore["speedup_wall_mean"] == pytest.approx(2.5) and easycore["d_time_min_mean"] == pytest.approx(-1.5)
+    assert math.exp(easycore["log_speedup_wall_mean"]) == pytest.approx(math.sqrt(6)) and \
+        easycore["d_time_min_mean"] == pytest.approx(-1.5)
     assert list(shown.iloc[2][["proxy scores (min)", "total time (min)", "speed-up by wall clock"]]) == [
-        "0.50 ± 0.00", "1.00 ± 0.00 (-1.50 ± 6.35)", "2.50 ± 6.35"]
+        "0.50 ± 0.00", "1.00 ± 0.00 (-1.50 ± 6.35)", _geometric([2.0, 3.0])]
 
     numeric, shown, _ = aggregate.method_fraction(records, [])
     assert list(shown.columns[3:]) == ["clean c=1", "FGSM c=1", "PGD-20 c=1", "clean c=0.5", "FGSM c=0.5", "PGD-20 c=0.5"]
@@ -349,6 +353,14 @@ def test_aggregation_of_hand_made_records(tmp_path):
     assert r"78.50 $\pm$ 6.35 (-2.50 $\pm$ 6.35)" in (tmp_path / "tables" / "table1.tex").read_text()
 
 
+def _geometric(ratios: list[float]) -> str:
+    """A speed-up cell by hand: geometric mean [its 95% interval on the log scale] over the seeds' ratios."""
+    logs = np.log(ratios)
+    mean = float(np.mean(logs))
+    half = float(stats.t.ppf(0.975, len(logs) - 1) * np.std(logs, ddof=1) / math.sqrt(len(logs)))
+    return f"{math.exp(mean):.2f} [{math.exp(mean - half):.2f}, {math.exp(mean + half):.2f}]"
+
+
 def test_tables_carry_every_swept_axis():
     """A sweep axis is a column of every table; the shared baseline, which ignores it, shows '-'."""
     rows = [{"run": "b", "dataset": "d", "objective": "o", "selector": "full", "fraction": 1.0, "seed": 0, "kappa": None,
@@ -360,7 +372,7 @@ def test_tables_carry_every_swept_axis():
     for numeric, shown, _ in aggregate.build_tables(records, ["kappa"]).values():
         assert "kappa" in numeric and list(shown["kappa"]) == ["-", 0.3, 0.5]
     numeric, shown, _ = aggregate.table1(records, ["kappa"])
-    assert list(numeric["speedup_wall_mean"]) == pytest.approx([1.0, 1 / 0.3, 2.0])
+    assert list(np.exp(numeric["log_speedup_wall_mean"])) == pytest.approx([1.0, 1 / 0.3, 2.0])
     assert list(shown["ACC (%)"]) == ["80.00", "73.00 (-7.00)", "75.00 (-5.00)"]
 
 
@@ -379,7 +391,7 @@ def test_a_swept_axis_is_never_overwritten_by_a_run_metric(tmp_path):
     assert list(records["run_device"]) == ["cpu"] * 6
     numeric, shown, _ = aggregate.table1(records, ["epochs"])
     assert list(shown["epochs"]) == ["4", "4", "4", "6", "6", "6"] and list(numeric["runs"]) == [1] * 6
-    assert list(numeric["speedup_wall_mean"]) == pytest.approx([1.0, 4 / 2, 4 / 2, 1.0, 6 / 2, 6 / 4])
+    assert list(np.exp(numeric["log_speedup_wall_mean"])) == pytest.approx([1.0, 4 / 2, 4 / 2, 1.0, 6 / 2, 6 / 4])
 
 
 SEEDS2 = {  # selector -> per seed (clean, robust, wall s, CPU s, sample-passes), fraction 0.5 (full: 1.0)
@@ -428,11 +440,12 @@ def test_table1_intervals_speedups_and_reference_of_a_two_seed_grid(tmp_path):
     expected = {
         ("craig", "robust_acc"): interval([37, 41]), ("craig", "d_robust"): interval([37 - 40, 41 - 44]),
         ("craig", "r_robust"): interval([37 - 35, 41 - 38]), ("craig", "r_clean"): interval([77 - 75, 78 - 77]),
-        ("craig", "clean_acc"): interval([77, 78]), ("craig", "speedup_wall"): interval(per_seed("craig", 2)),
-        ("craig", "speedup_cpu"): interval(per_seed("craig", 3)), ("craig", "speedup_compute"): interval(per_seed("craig", 4)),
-        ("easycore", "speedup_wall"): interval(per_seed("easycore", 2, 10.0)),
-        ("easycore", "speedup_cpu"): interval(per_seed("easycore", 3, 20.0)),
-        ("easycore", "speedup_compute"): interval(per_seed("easycore", 4, 1000.0)),
+        ("craig", "clean_acc"): interval([77, 78]), ("craig", "log_speedup_wall"): interval(np.log(per_seed("craig", 2))),
+        ("craig", "log_speedup_cpu"): interval(np.log(per_seed("craig", 3))),
+        ("craig", "log_speedup_compute"): interval(np.log(per_seed("craig", 4))),
+        ("easycore", "log_speedup_wall"): interval(np.log(per_seed("easycore", 2, 10.0))),
+        ("easycore", "log_speedup_cpu"): interval(np.log(per_seed("easycore", 3, 20.0))),
+        ("easycore", "log_speedup_compute"): interval(np.log(per_seed("easycore", 4, 1000.0))),
         ("easycore", "r_robust"): interval([36 - 35, 40 - 38]), ("full", "clean_acc"): interval([80, 82]),
     }
     for (sel, column), (mean, half) in expected.items():
@@ -440,17 +453,22 @@ def test_table1_intervals_speedups_and_reference_of_a_two_seed_grid(tmp_path):
     assert pd.isna(rows.loc["random", "r_robust_mean"]) and pd.isna(rows.loc["full", "d_robust_mean"])
 
     assert list(shown.columns) == ["dataset", "objective", "selector", "c", "ACC (%)", "RACC, PGD-20 (%)",
-                                   "ACC − random (%)", "RACC − random (%)", "proxy scores (min)", "total time (min)",
-                                   "speed-up by wall clock", "speed-up by CPU seconds", "speed-up by compute", "runs"]
+                                   "ACC − random (%)", "RACC − random (%)", "MDE, RACC − random", "proxy scores (min)",
+                                   "total time (min)", "speed-up by wall clock", "speed-up by CPU seconds",
+                                   "speed-up by compute", "runs"]
     cells = shown.set_index("selector")
-    # RACC 39 ± 2 T_1; from full -3, -3: interval 0, excludes zero (*); from random +2, +3: 2.5 ± T_1 / 2, includes it
-    assert cells.loc["craig", "RACC, PGD-20 (%)"] == f"39.00 ± {2 * T_1:.2f} (-3.00 ± 0.00*)†"
+    # RACC 39 ± 2 T_1; from full -3, -3: interval 0, excludes zero (exploratory: °); from random +2, +3: 2.5 ± T_1 / 2,
+    # paired t = 5 on 1 df, p = 0.126, Holm over the family {craig, easycore} - random: no mark
+    assert cells.loc["craig", "RACC, PGD-20 (%)"] == f"39.00 ± {2 * T_1:.2f} (-3.00 ± 0.00°)†"
     assert cells.loc["craig", "RACC − random (%)"] == f"+2.50 ± {T_1 / 2:.2f}"
-    assert cells.loc["craig", "speed-up by compute"] == "{:.2f} ± {:.2f}".format(*interval(per_seed("craig", 4)))
-    assert cells.loc["easycore", "speed-up by compute"] == "2.50 ± 0.00"  # 10000 / (3000 + 1000), deterministic
+    assert rows.loc["craig", "r_robust_p"] == pytest.approx(2 * stats.t.sf(5.0, 1))
+    assert rows.loc["craig", "r_robust_p_holm"] == pytest.approx(min(1.0, 2 * rows.loc["craig", "r_robust_p"]))
+    assert numeric.attrs["family"] == 2 and pd.isna(rows.loc["full", "r_robust_p"])
+    assert cells.loc["craig", "speed-up by compute"] == _geometric(per_seed("craig", 4))
+    assert cells.loc["easycore", "speed-up by compute"] == "2.50"  # 10000 / (3000 + 1000), deterministic
     assert cells.loc["random", "RACC − random (%)"] == "-" and cells.loc["full", "ACC (%)"] == f"81.00 ± {T_1:.2f}"
     assert any("95% confidence interval over seeds (Student t" in n for n in notes)
-    assert any("paired difference (same seed) from random" in n for n in notes)
+    assert any("over the declared family of 2 comparisons: RACC of each coreset method − random" in n for n in notes)
     assert any(n.startswith("†: 1 run(s) flagged by the attack-strength check") for n in notes)
     assert not any("seeds are needed" in n for n in notes)
     records.to_csv(tmp_path / "records.csv", index=False)  # what the tables rule reads: the same table
@@ -461,7 +479,7 @@ def test_table1_intervals_speedups_and_reference_of_a_two_seed_grid(tmp_path):
     cells = shown.set_index("selector")
     assert cells.loc["easycore", "total CPU: training + proxy (s)"] == "70.0"
     assert cells.loc["easycore", "sample-passes: training + proxy"] == "4000"
-    assert cells.loc["craig", "speed-up by CPU seconds"] == "{:.2f} ± {:.2f}".format(*interval(per_seed("craig", 3)))
+    assert cells.loc["craig", "speed-up by CPU seconds"] == _geometric(per_seed("craig", 3))
 
     # the written tables carry the notes under the formatted table
     aggregate.write_tables(records, [], tmp_path / "tables")
@@ -714,3 +732,101 @@ def test_smoke_grid_end_to_end(tmp_path):
     records = pd.read_csv(tmp_path / "results" / "records.csv").set_index("dataset")
     assert records.loc["fashion_mnist", "status"] == "failed" and records.loc["fashion_mnist", "log"] == log
     assert "0/1 (1 failed)" in (tmp_path / "results" / "tables" / "table1.md").read_text()
+
+
+# ---------------------------------------------------------------------------------------------------- statistics
+def test_holm_mde_and_seed_counts_by_hand():
+    """Holm on a 4-comparison family: p (0.01, 0.04, 0.03, 0.005) -> sorted x (4, 3, 2, 1) = 0.02, 0.03, 0.06, 0.04,
+    running maximum 0.02, 0.03, 0.06, 0.06; MDE at sd 2 over 5 seeds, alpha 0.05: (2.7764 + 0.9410) x 2 / sqrt 5;
+    seeds for a half-width of 1 point at sd 2: t_{0.975, n-1} 2 / sqrt n <= 1 first at n = 18 (2.1098 x 2 / 4.2426 =
+    0.995; n = 17: 2.1199 x 2 / 4.1231 = 1.028)."""
+    from intervals import holm, mde, paired_p, seeds_for
+
+    p = pd.Series([0.01, 0.04, 0.03, 0.005, float("nan")])
+    assert list(holm(p).iloc[:4]) == pytest.approx([0.03, 0.06, 0.06, 0.02]) and pd.isna(holm(p).iloc[4])
+    assert mde(pd.Series([2.0]), pd.Series([5]))[0] == pytest.approx((2.7764 + 0.9410) * 2 / math.sqrt(5), abs=1e-3)
+    assert seeds_for(2.0, 1.0) == 18
+    # paired t: differences (2, 3): t = 2.5 / (0.7071 / sqrt 2) = 5 on 1 df; constant differences: p = 0
+    assert paired_p(pd.Series([2.5, 3.0]), pd.Series([math.sqrt(0.5), 0.0]), pd.Series([2, 3])).tolist() == \
+        pytest.approx([2 * stats.t.sf(5.0, 1), 0.0])
+
+
+def _stat_rows(diffs: dict[str, list[float]], failed_full_eval: int | None = None) -> pd.DataFrame:
+    """Records of 3 seeds: full (RACC 40), random (the reference, 30), matched (compute-matched, 31) and coreset
+    methods whose RACC is random's + the given per-seed differences; one full run's evaluation may have failed (status
+    failed, accuracies still filled from the in-run quick attack)."""
+    rows = []
+    for seed in range(3):
+        base = {"dataset": "d", "objective": "o", "seed": seed, "baseline": f"full{seed}", "time_train": 100.0}
+        full_status = "failed" if seed == failed_full_eval else "complete"
+        rows.append({**base, "run": f"full{seed}", "selector": "full", "method": "full", "fraction": 1.0,
+                     "status": full_status, "clean_acc": 80.0, "robust_acc": 40.0 + seed})
+        rows.append({**base, "run": f"random{seed}", "selector": "random", "method": "random", "fraction": 0.5,
+                     "status": "complete", "clean_acc": 75.0, "robust_acc": 30.0 + seed, "time_train": 50.0})
+        rows.append({**base, "run": f"matched{seed}", "selector": "matched", "method": "compute_matched",
+                     "fraction": 0.5, "status": "complete", "clean_acc": 76.0, "robust_acc": 31.0 + seed,
+                     "time_train": 50.0})
+        for sel, d in diffs.items():
+            rows.append({**base, "run": f"{sel}{seed}", "selector": sel, "method": sel, "fraction": 0.5,
+                         "status": "complete", "clean_acc": 75.0, "robust_acc": 30.0 + seed + d[seed],
+                         "time_train": [25.0, 50.0, 100.0][seed]})
+    return pd.DataFrame(rows)
+
+
+def test_declared_family_holm_marks_and_exploratory_rest():
+    """Family = {craig, gradmatch} x {- random, - matched} on RACC: 4 comparisons (random, the reference, is the
+    control: its own - matched difference is exploratory). craig - random is +3 on every seed
+    (p = 0, marked *), craig - matched +2 (p = 0, *); gradmatch - random (+1, -1, +0.5) and - matched are noise (no
+    mark); the ACC differences are exploratory (° where an interval excludes zero, here ACC - matched = -1 on every
+    seed); the speed-ups 100/25, 100/50, 100/100 have the geometric mean 2 and the log-scale interval
+    2 x exp(-+ 4.3027 ln 2 / sqrt 3) = [0.36, 11.19] by hand."""
+    records = _stat_rows({"craig": [3.0, 3.0, 3.0], "gradmatch": [1.0, -1.0, 0.5]})
+    numeric, shown, notes = aggregate.table1(records, [])
+    assert numeric.attrs["family"] == 4
+    cells = shown.set_index("selector")
+    assert cells.loc["craig", "RACC − random (%)"] == "+3.00 ± 0.00*"
+    assert cells.loc["craig", "RACC − matched (%)"] == "+2.00 ± 0.00*"
+    assert not cells.loc["gradmatch", "RACC − random (%)"].endswith("*")
+    assert cells.loc["craig", "ACC − matched (%)"] == "-1.00 ± 0.00°"
+    assert cells.loc["matched", "RACC − random (%)"] == "+1.00 ± 0.00°"  # baseline vs baseline: outside the family
+    low, high = 2 * math.exp(-4.302653 * math.log(2) / math.sqrt(3)), 2 * math.exp(4.302653 * math.log(2) / math.sqrt(3))
+    assert cells.loc["craig", "speed-up by wall clock"] == f"2.00 [{low:.2f}, {high:.2f}]" == "2.00 [0.36, 11.19]"
+    assert any("declared family of 4 comparisons: RACC of each coreset method − random and − matched" in n for n in notes)
+    mde_col = numeric.set_index("selector").loc["gradmatch", "r_robust_mde"]
+    sd = float(np.std([1.0, -1.0, 0.5], ddof=1))
+    assert mde_col == pytest.approx((stats.t.ppf(1 - 0.05 / 8, 2) + stats.t.ppf(0.8, 2)) * sd / math.sqrt(3))
+
+
+def test_pairs_only_with_finished_runs_and_cells_show_their_seeds(tmp_path):
+    """A full run whose evaluation failed (status failed, in-run accuracies filled) pairs with nobody: craig's
+    difference from full rests on the other 2 seeds and its cell says n=2; a typo'd reference is refused."""
+    records = _stat_rows({"craig": [3.0, 3.0, 3.0]}, failed_full_eval=1)
+    numeric, shown, notes = aggregate.table1(records, [])
+    craig = aggregate.with_pairs(records, [], "random").set_index("run")
+    assert pd.isna(craig.loc["craig1", "d_robust"]) and craig.loc["craig0", "d_robust"] == pytest.approx(33 - 40)
+    cell = shown.set_index("selector").loc["craig", "RACC, PGD-20 (%)" if "RACC, PGD-20 (%)" in shown else "RACC (%)"]
+    assert cell.endswith("(-7.00 ± 0.00° n=2)")  # seeds 0 and 2: 33 - 40, 35 - 42
+    assert any(n.startswith("n=k: the paired difference rests on the k seeds") for n in notes)
+    with pytest.raises(GridError, match=r"^config: reference: 'randon' is no selector label of this grid"):
+        Grid(grid_config(reference="randon"))
+    assert Grid(grid_config(reference=None)).config["reference"] is None
+    assert Grid(grid_config()).config["reference"] == "random"
+    assert Grid(grid_config(selectors={"craig": {}})).config["reference"] is None  # no random entry: no reference
+
+
+def test_plan_says_how_many_seeds_each_comparison_needs(tmp_path):
+    """plan.py on records: gradmatch - random has paired SD 1.04 over 3 seeds; a half-width of 1 point needs the first
+    n with t_{0.975, n-1} x 1.04 / sqrt n <= 1 (n = 7: 2.4469 x 1.0408 / 2.6458 = 0.963; n = 6: 1.092)."""
+    import plan
+
+    records = _stat_rows({"gradmatch": [1.0, -1.0, 0.5]})
+    records.to_csv(tmp_path / "records.csv", index=False)
+    table = plan.plan(records, 1.0).set_index(["selector", "comparison"])
+    row = table.loc[("gradmatch", "RACC - random")]
+    assert row["seeds"] == 3 and row["paired_sd"] == pytest.approx(1.0408, abs=1e-4) and row["seeds_for_1"] == 7
+    proc = subprocess.run([sys.executable, str(ROOT / "workflow" / "scripts" / "plan.py"), str(tmp_path / "records.csv"),
+                           "--halfwidth", "1.0"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "RACC - random" in proc.stdout and "RACC - matched" in proc.stdout
+    bad = subprocess.run([sys.executable, str(ROOT / "workflow" / "scripts" / "plan.py"), str(tmp_path / "records.csv"),
+                          "--halfwidth", "0"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--halfwidth: 0.0 must be > 0" in bad.stderr

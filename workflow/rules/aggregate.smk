@@ -40,6 +40,7 @@ rule tables:
     params:
         axes=AXES,
         reference=JOBS.grid.config["reference"],
+        primary=JOBS.grid.config["primary"],
     log:
         f"{R}/logs/aggregate/tables.log",
     threads: RESOURCES["aggregate"]["threads"]

@@ -27,11 +27,16 @@ import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import pandas as pd
-from intervals import MARK, binomial_se, excludes_zero, half_width
+from acs_core.api import COMPUTE_MATCHED
+from intervals import MARK, binomial_se, excludes_zero, half_width, holm, mde, paired_p
+
 from mark_failed import FAILED, score_marker
 from settings import PUBLISHED_HEADER
 
+EXPLORATORY = "°"  # after an exploratory paired difference whose unadjusted interval excludes zero
+FAMILY_ALPHA = 0.05  # the family-wise error rate of the declared family's Holm marks
 KEYS = ["dataset", "objective", "selector", "fraction"]  # the fixed axes of a table row (plus the sweep axes)
 SPEEDUPS = {  # speed-up measure (the grid key `speedup`) -> the run's total cost column, how labels name the measure
     "wall": ("time_run", "wall clock"), "cpu": ("cpu_run", "CPU seconds"), "compute": ("passes_run", "compute")}
@@ -152,29 +157,46 @@ def with_baseline(records: pd.DataFrame) -> pd.DataFrame:
     df["epochs_run"] = df["passes_run"] / df["epoch_passes"]
     base = df.set_index("run")
     for measure, (cost, _) in SPEEDUPS.items():
-        df[f"speedup_{measure}"] = df["baseline"].map(base[cost]) / df[cost]
+        df[f"speedup_{measure}"] = pd.to_numeric(df["baseline"].map(base[cost]) / df[cost])
+        df[f"log_speedup_{measure}"] = np.log(df[f"speedup_{measure}"].where(df[f"speedup_{measure}"] > 0))
     _differences(df, df["baseline"], {"d_clean": "clean_acc", "d_robust": "robust_acc", "d_time": "time_run"})
-    base_error = 100.0 - df["baseline"].map(base["robust_acc"])
+    base_error = 100.0 - df["baseline"].map(_complete(df).set_index("run")["robust_acc"])
     df["rel_robust_error"] = 100.0 * ((100.0 - df["robust_acc"]) - base_error) / base_error
     df["rel_robust_error_se"] = 100.0 * binomial_se(df["robust_acc"], df["test_samples"]) / base_error
     return df
 
 
-def with_reference(df: pd.DataFrame, axes: list[str], reference: str | None) -> pd.DataFrame:
-    """Add r_clean / r_robust: the paired difference (same data set, objective, fraction, seed and sweep point) from the
-    finished run of the `reference` selector label (its id in `reference_run`); none for the reference itself or
-    without a reference run. A sweep axis the reference ignores (an empty column) matches every value."""
-    ref = _complete(df[df["selector"] == reference])
-    on = ["dataset", "objective", "fraction", "seed", *(a for a in axes if ref[a].notna().any())]
-    paired = df[on].merge(ref[[*on, "run"]], on=on, how="left", validate="many_to_one")
-    df = df.assign(reference_run=paired["run"].to_numpy())
-    _differences(df, df["reference_run"], {"r_clean": "clean_acc", "r_robust": "robust_acc"})
+def with_partner(df: pd.DataFrame, axes: list[str], label: str | None, prefix: str) -> pd.DataFrame:
+    """Add {prefix}_clean / {prefix}_robust: the paired difference (same data set, objective, fraction, seed and sweep
+    point) from the finished run of selector label `label` (its id in {prefix}_run); none for that label's own runs,
+    without such a run, or where it did not finish. A sweep axis the partner ignores (an empty column) matches every
+    value."""
+    partner = _complete(df[df["selector"] == label])
+    on = ["dataset", "objective", "fraction", "seed", *(a for a in axes if partner[a].notna().any())]
+    paired = df[on].merge(partner[[*on, "run"]], on=on, how="left", validate="many_to_one")
+    df = df.assign(**{f"{prefix}_run": paired["run"].to_numpy()})
+    _differences(df, df[f"{prefix}_run"], {f"{prefix}_clean": "clean_acc", f"{prefix}_robust": "robust_acc"})
     return df
 
 
+def matched_label(records: pd.DataFrame) -> str | None:
+    """The selector label of the grid's compute-matched full-data baseline, if it has one."""
+    labels = records.loc[_ensure(records, ["method"])["method"] == COMPUTE_MATCHED, "selector"]
+    return labels.iloc[0] if len(labels) else None
+
+
+def with_pairs(records: pd.DataFrame, axes: list[str], reference: str | None) -> pd.DataFrame:
+    """The records with their costs, speed-ups and every paired difference: from full training (d_), from the
+    reference selector (r_, partner in r_run) and from the compute-matched baseline (m_, partner in m_run)."""
+    df = with_partner(with_baseline(records), axes, reference, "r")
+    return with_partner(df, axes, matched_label(records), "m")
+
+
 def _differences(df: pd.DataFrame, partner: pd.Series, diffs: dict[str, str]) -> None:
-    """df[diff] = df[column] minus that of the run `partner` names (same row), none where a run is its own partner."""
-    runs = df.set_index("run")
+    """df[diff] = df[column] minus that of the run `partner` names (same row); none where a run is its own partner or
+    where the partner did not finish (a run whose evaluation failed holds the in-run quick attack's numbers on another
+    test subset: subtracting them would compare different attacks)."""
+    runs = _complete(df).set_index("run")
     for diff, column in diffs.items():
         df[diff] = (df[column] - partner.map(runs[column])).mask(partner == df["run"])
 
@@ -210,9 +232,10 @@ def _statuses(statuses: pd.Series) -> str:
 
 def summarise(records: pd.DataFrame, axes: list[str], columns: list[str], reference: str | None = None) -> pd.DataFrame:
     """Per table row (rows in manifest order): run counts, the attack behind RACC, the runs flagged by the
-    attack-strength check, and per column of `columns` the mean, sample std (ddof=1) and 95% interval half-width
-    (`_ci`, two or more seeds) over seeds, plus for accuracies the binomial standard error on the test split (`_se`)."""
-    df = _ensure(with_reference(with_baseline(records), axes, reference),
+    attack-strength check, and per column of `columns` the mean, sample std (ddof=1), 95% interval half-width (`_ci`,
+    two or more seeds) and number of finished seeds with a value (`_n`: a paired difference rests on the seeds both
+    runs finished) over seeds, plus for accuracies the binomial standard error on the test split (`_se`)."""
+    df = _ensure(with_pairs(records, axes, reference),
                  [*columns, "failed_status", "robust_attack", "strength_flagged"])
     keys = KEYS + axes
     counts = df.groupby(keys, sort=False, dropna=False).agg(
@@ -225,6 +248,7 @@ def summarise(records: pd.DataFrame, axes: list[str], columns: list[str], refere
     stats = pd.DataFrame({"test_samples": n_test}, index=mean.index)
     for c in columns:
         stats[f"{c}_mean"], stats[f"{c}_std"], stats[f"{c}_ci"] = mean[c], std[c], half_width(std[c], n[c])
+        stats[f"{c}_n"] = n[c]
         if _is_accuracy(c):
             stats[f"{c}_se"] = binomial_se(mean[c], n_test)
     return counts.join(stats).reset_index()
@@ -271,34 +295,71 @@ class Table(NamedTuple):
     notes: list[str]
 
 
-def _cells(t: pd.DataFrame, column: str, digits: int, diff: str | None = None, signed: bool = False) -> list[str]:
+def _cells(t: pd.DataFrame, column: str, digits: int, diff: str | None = None, signed: bool = False,
+           marks: list[str] | None = None) -> list[str]:
     """`mean ± 95% interval` (two or more seeds), `mean (SE x)` (one seed, accuracies), else `mean`; `signed`: a paired
-    difference, marked where its interval excludes zero; with `diff`, that paired difference in parentheses."""
+    difference, with its mark (`marks`, else the exploratory one where its interval excludes zero) and `n=k` where it
+    rests on fewer seeds than the row finished; with `diff`, that exploratory paired difference in parentheses."""
     se = t[f"{column}_se"] if f"{column}_se" in t else pd.Series(float("nan"), index=t.index)
-    cells = [_value(m, ci, s, digits, signed) for m, ci, s in zip(t[f"{column}_mean"], t[f"{column}_ci"], se)]
+    if marks is None:
+        marks = _exploratory(t, column) if signed else [""] * len(t)
+    cells = [_value(m, ci, s, digits, signed, mark) + (_fewer(n, k) if signed else "")
+             for m, ci, s, mark, n, k in zip(t[f"{column}_mean"], t[f"{column}_ci"], se, marks, t[f"{column}_n"],
+                                             t["complete"])]
     if diff:
-        cells = [cell if pd.isna(m) else f"{cell} ({_value(m, ci, float('nan'), digits, True)})"
-                 for cell, m, ci in zip(cells, t[f"{diff}_mean"], t[f"{diff}_ci"])]
+        cells = [cell if pd.isna(m) else f"{cell} ({_value(m, ci, float('nan'), digits, True, mark)}{_fewer(n, k)})"
+                 for cell, m, ci, mark, n, k in zip(cells, t[f"{diff}_mean"], t[f"{diff}_ci"], _exploratory(t, diff),
+                                                    t[f"{diff}_n"], t["complete"])]
     return cells
 
 
-def _value(mean: float, ci: float, se: float, digits: int, signed: bool = False) -> str:
+def _value(mean: float, ci: float, se: float, digits: int, signed: bool = False, mark: str = "") -> str:
     """One cell: see _cells."""
     if pd.isna(mean):
         return "-"
     text = f"{mean:+.{digits}f}" if signed else f"{mean:.{digits}f}"
     if pd.notna(ci):
-        return f"{text} ± {ci:.{digits}f}" + (MARK if signed and excludes_zero(mean, ci) else "")
+        return f"{text} ± {ci:.{digits}f}{mark}"
     return text if pd.isna(se) else f"{text} (SE {se:.{digits}f})"
 
 
+def _exploratory(t: pd.DataFrame, column: str) -> list[str]:
+    """The exploratory mark of each row's paired difference in `column`: where its unadjusted interval excludes zero."""
+    return [EXPLORATORY if excludes_zero(m, ci) else "" for m, ci in zip(t[f"{column}_mean"], t[f"{column}_ci"])]
+
+
+def _fewer(n: float, complete: int) -> str:
+    """` n=k` when a paired difference rests on fewer seeds (k) than its row finished (both runs must have finished)."""
+    return f" n={int(n)}" if pd.notna(n) and 0 < n < complete else ""
+
+
+def _ratio_cells(t: pd.DataFrame, measure: str) -> list[str]:
+    """A speed-up as the geometric mean over seeds with its 95% interval on the log scale, `g [low, high]`; without a
+    spread (one seed, or a deterministic measure such as compute) the value alone."""
+    cells = []
+    for m, ci in zip(t[f"log_speedup_{measure}_mean"], t[f"log_speedup_{measure}_ci"]):
+        if pd.isna(m):
+            cells.append("-")
+        elif pd.isna(ci) or ci < 1e-12:
+            cells.append(f"{math.exp(m):.2f}")
+        else:
+            cells.append(f"{math.exp(m):.2f} [{math.exp(m - ci):.2f}, {math.exp(m + ci):.2f}]")
+    return cells
+
+
 def _uncertainty_notes(t: pd.DataFrame, diffs: bool) -> list[str]:
-    """How to read the cells: the interval (rows of two or more seeds), the standard error (rows of one seed)."""
+    """How to read the cells: the interval (rows of two or more seeds) and what it covers, the standard error (rows
+    of one seed), fewer seeds behind a paired difference."""
     notes = []
     if (t["complete"] >= 2).any():
-        paired = (f"; in parentheses: the mean paired difference (same seed) from full training, with its interval; "
-                  f"{MARK}: the interval excludes zero") if diffs else ""
-        notes.append(f"± : 95% confidence interval over seeds (Student t, n - 1 degrees of freedom){paired}")
+        paired = ("; in parentheses: the mean paired difference (same seed) from full training, with its interval "
+                  f"(exploratory; {EXPLORATORY}: the interval excludes zero)") if diffs else ""
+        se = binomial_se(t["robust_acc_mean"], t["test_samples"]).mean() if "robust_acc_mean" in t else float("nan")
+        test = (f" (binomial SE about {se:.1f} points at {int(t['test_samples'].mean())} images)"
+                if pd.notna(se) and pd.notna(t["test_samples"].mean()) else "")
+        notes.append(f"± : 95% confidence interval over seeds (Student t, n - 1 degrees of freedom){paired}. It covers "
+                     "the seed-to-seed variation (initialisation, data order, attack noise, selection) on this grid's "
+                     f"one test subset; that subset's own sampling noise{test} is common to every run and not in it")
     if (t["complete"] == 1).any():
         sizes = sorted({int(n) for n in t.loc[t["complete"] == 1, "test_samples"].dropna()})
         on = f"on {', '.join(map(str, sizes))} test images" if sizes else "on the test split"
@@ -362,33 +423,67 @@ def _published_cells(t: pd.DataFrame, published: pd.DataFrame) -> dict[str, list
             "published speed-up": text("speedup", "{:.2f}"), "published attack": text("attack", "{}")}
 
 
+PRIMARY = {"robust": ("RACC", "robust"), "clean": ("ACC", "clean")}  # grid key `primary` -> (label, column suffix)
+
+
+def declared_family(t: pd.DataFrame, columns: list[str], members: pd.Series) -> pd.DataFrame:
+    """The declared family's statistics in place: for each paired-difference column of `columns` (r_robust, m_robust,
+    ...) on the rows `members` marks, its paired t-test p-value (`_p`), Holm's adjusted p-value over every such cell of
+    the table together (`_p_holm`) and the minimum detectable difference at 80% power for a Holm mark at its strictest
+    step, alpha = FAMILY_ALPHA / m (`_mde`). Returns the family's size m in t.attrs["family"]."""
+    p = {c: paired_p(t[f"{c}_mean"], t[f"{c}_std"], t[f"{c}_n"]).where(members) for c in columns}
+    stacked = pd.concat(p.values(), keys=columns) if columns else pd.Series(dtype=float)
+    adjusted, m = holm(stacked), int(stacked.notna().sum())
+    for c in columns:
+        t[f"{c}_p"], t[f"{c}_p_holm"] = p[c], adjusted.loc[c].to_numpy()
+        t[f"{c}_mde"] = mde(t[f"{c}_std"], t[f"{c}_n"], FAMILY_ALPHA / max(m, 1)).where(p[c].notna())
+    t.attrs["family"] = m
+    return t
+
+
 def table1(records: pd.DataFrame, axes: list[str], reference: str | None = "random",
-           published: pd.DataFrame | None = None) -> Table:
+           published: pd.DataFrame | None = None, primary: tuple[str, ...] = ("robust",)) -> Table:
     """Table-1: ACC and RACC (named by its attack, † where the attack-strength check flagged a run) with their paired
-    differences from full training, the paired differences from the `reference` selector (columns left out when no
-    reference run pairs), proxy scores and total time (min), the speed-up by wall clock, CPU seconds and compute; with
-    `published` (read_published), the published ACC, RACC, speed-up and attack of the same row beside them."""
+    differences from full training, from the `reference` selector and from the compute-matched baseline (columns left
+    out when nothing pairs), proxy scores and total time (min), the speed-up by wall clock, CPU seconds and compute as
+    geometric means; the comparisons of `primary` accuracies of each coreset method (not the reference itself) with
+    the reference and the compute-matched baseline are the declared family (Holm's marks, their minimum detectable differences), every other
+    paired difference is exploratory; with `published` (read_published), the published ACC, RACC, speed-up and attack
+    of the same row beside them."""
     minutes = {"time_proxy": "proxy_min", "time_run": "time_min", "d_time": "d_time_min"}
-    speedups = [f"speedup_{m}" for m in SPEEDUPS]
-    t = summarise(records, axes, ["clean_acc", "d_clean", "r_clean", "robust_acc", "d_robust", "r_robust", *minutes,
-                                  *speedups], reference)
+    logs = [f"log_speedup_{m}" for m in SPEEDUPS]
+    matched = matched_label(records)
+    pairs = [f"{prefix}_{kind}" for prefix in ("r", "m") for kind in ("clean", "robust")]
+    t = summarise(records, axes, ["clean_acc", "d_clean", "robust_acc", "d_robust", *pairs, *minutes, *logs], reference)
     stats = ("mean", "std", "ci")
     seconds = [f"{c}_{stat}" for c in minutes for stat in stats]
     t[seconds] = t[seconds] / 60.0
-    t = t.rename(columns={f"{c}_{stat}": f"{m}_{stat}" for c, m in minutes.items() for stat in stats})
+    t = t.rename(columns={f"{c}_{stat}": f"{m}_{stat}" for c, m in minutes.items() for stat in (*stats, "n")})
+    partners = {prefix: label for prefix, label in (("r", reference), ("m", matched))
+                if label is not None and t[f"{prefix}_robust_mean"].notna().any()}
+    family = [f"{prefix}_{PRIMARY[name][1]}" for prefix in partners for name in primary]
+    members = ~t["selector"].isin(baseline_labels(records) | {matched, reference})  # the coreset methods on trial
+    t = declared_family(t, family, members)
+    holm_marks = {c: [(MARK if q < FAMILY_ALPHA else "") if member else plain
+                      for q, member, plain in zip(t[f"{c}_p_holm"].fillna(1.0), members, _exploratory(t, c))]
+                  for c in family}  # rows outside the family (the baselines' own differences) stay exploratory
+
     shown = _row_labels(t, KEYS + axes)
     racc = racc_label(records)
     shown["ACC (%)"] = _cells(t, "clean_acc", 2, "d_clean")
     robust = _cells(t, "robust_acc", 2, "d_robust")
     shown[f"{racc} (%)"] = [cell + "†" * bool(flagged) for cell, flagged in zip(robust, t["flagged"])]
-    paired = t["r_robust_mean"].notna().any()
-    if paired:
-        shown[f"ACC − {reference} (%)"] = _cells(t, "r_clean", 2, signed=True)
-        shown[f"RACC − {reference} (%)"] = _cells(t, "r_robust", 2, signed=True)
+    for prefix, label in partners.items():
+        for kind, name in (("clean", "ACC"), ("robust", "RACC")):
+            shown[f"{name} − {label} (%)"] = _cells(t, f"{prefix}_{kind}", 2, signed=True,
+                                                    marks=holm_marks.get(f"{prefix}_{kind}"))
+    for c in family:
+        name, label = PRIMARY[next(k for k in primary if c.endswith(PRIMARY[k][1]))][0], partners[c[0]]
+        shown[f"MDE, {name} − {label}"] = ["-" if pd.isna(v) else f"{v:.2f}" for v in t[f"{c}_mde"]]
     shown["proxy scores (min)"] = _cells(t, "proxy_min", 2)
     shown["total time (min)"] = _cells(t, "time_min", 2, "d_time_min")
     for measure in SPEEDUPS:
-        shown[speedup_label(measure)] = _cells(t, f"speedup_{measure}", 2)
+        shown[speedup_label(measure)] = _ratio_cells(t, measure)
     shown["runs"] = _runs(t)
     if published is not None:
         for column, cells in _published_cells(t, published).items():
@@ -398,15 +493,36 @@ def table1(records: pd.DataFrame, axes: list[str], reference: str | None = "rand
         notes.append("published: the paper's printed ACC and RACC (RACC under the attack in `published attack`, ours under "
                      "the attack this table's RACC column names) and the speed-up from its printed training times "
                      "(full adversarial training's / the row's); - where the paper prints no such row")
-    if paired:
-        notes.append(f"ACC / RACC − {reference}: the mean paired difference (same seed) from {reference} at the same "
-                     f"fraction, with its interval; {MARK}: the interval excludes zero")
-    else:
+    notes += _family_notes(t, family, partners, primary)
+    if "r" not in partners:
         why = "none is set" if reference is None else f"no finished {reference!r} run pairs with these runs"
         notes.append(f"no comparison with a reference selector: {why} (grid key reference)")
     notes.append("speed-up = full training's cost / the run's, per seed, by wall clock and CPU seconds (training + the "
-                 "proxy-scores job) and by compute (sample-passes: the same on any machine and load)")
+                 "proxy-scores job) and by compute (sample-passes): the geometric mean over seeds with its 95% interval "
+                 "on the log scale [low, high]. The compute speed-up is deterministic (the same passes on any machine "
+                 "and load), so it shows no interval: that is no claim of precision beyond the passes counted")
     return Table(t, shown, notes + _racc_notes(t))
+
+
+def _family_notes(t: pd.DataFrame, family: list[str], partners: dict[str, str], primary: tuple[str, ...]) -> list[str]:
+    """What the marks mean: the declared family and its size, Holm's step-down, the exploratory marks, the MDE, n=k."""
+    notes = []
+    if family:
+        compared = " and ".join(f"− {label}" for label in partners.values())
+        measures = ", ".join(PRIMARY[name][0] for name in primary)
+        notes.append(f"{MARK}: Holm-adjusted p < {FAMILY_ALPHA:g} (two-sided paired t-test, Holm's step-down) over the "
+                     f"declared family of {t.attrs['family']} comparisons: {measures} of each coreset method {compared}, "
+                     "per data set, objective, fraction and sweep point (grid key primary); p-values in table1.csv")
+        notes.append(f"MDE: the smallest true difference that the grid's seeds mark with 80% power at Holm's strictest "
+                     f"step (alpha {FAMILY_ALPHA:g} / {max(t.attrs['family'], 1)}), from the observed paired SD; "
+                     "`python3 workflow/scripts/plan.py RECORDS --halfwidth H` gives the seeds for a chosen interval")
+    others = "every other paired difference" if family else "every paired difference"
+    notes.append(f"{EXPLORATORY}: {others} is exploratory: its unadjusted 95% interval excludes zero, which is no finding "
+                 "on its own")
+    if any(f"{c}_n" in t and ((t[f"{c}_n"] > 0) & (t[f"{c}_n"] < t["complete"])).any()
+           for c in ("d_clean", "d_robust", *(f"{p}_{k}" for p in partners for k in ("clean", "robust")))):
+        notes.append("n=k: the paired difference rests on the k seeds where both runs finished, fewer than its row's")
+    return notes
 
 
 def method_fraction(records: pd.DataFrame, axes: list[str]) -> Table:
@@ -434,22 +550,22 @@ def timing(records: pd.DataFrame, axes: list[str]) -> Table:
     recorded are left out."""
     df = with_baseline(records)
     present = [c for c in TIMING_COLUMNS if c in df and df[c].notna().any()]
-    t = summarise(df, axes, [*present, *(f"speedup_{m}" for m in SPEEDUPS)])
+    t = summarise(df, axes, [*present, *(f"log_speedup_{m}" for m in SPEEDUPS)])
     shown = _row_labels(t, KEYS + axes)
     for c in present:
         digits = 0 if c == "passes_run" else 1
         shown[TIMING_COLUMNS[c]] = [_value(m, float("nan"), float("nan"), digits) for m in t[f"{c}_mean"]]
     for measure in SPEEDUPS:
-        shown[speedup_label(measure)] = _cells(t, f"speedup_{measure}", 2)
+        shown[speedup_label(measure)] = _ratio_cells(t, measure)
     shown["runs"] = _runs(t)
     return Table(t, shown, _uncertainty_notes(t, diffs=False))
 
 
 def build_tables(records: pd.DataFrame, axes: list[str], reference: str | None = "random",
-                 published: pd.DataFrame | None = None) -> dict[str, Table]:
+                 published: pd.DataFrame | None = None, primary: tuple[str, ...] = ("robust",)) -> dict[str, Table]:
     """Every table by name (the `reference` selector label of Table 1's paired comparison, None: no comparison;
-    `published`: figures Table 1 shows beside its own)."""
-    return {"table1": table1(records, axes, reference, published), "method_fraction": method_fraction(records, axes),
+    `published`: figures Table 1 shows beside its own; `primary`: the accuracies of its declared family)."""
+    return {"table1": table1(records, axes, reference, published, primary), "method_fraction": method_fraction(records, axes),
             "timing": timing(records, axes)}
 
 
@@ -488,11 +604,11 @@ def to_html(df: pd.DataFrame, notes: list[str] = ()) -> str:
 
 
 def write_tables(records: pd.DataFrame, axes: list[str], out_dir: Path, reference: str | None = "random",
-                 published: pd.DataFrame | None = None) -> list[Path]:
+                 published: pd.DataFrame | None = None, primary: tuple[str, ...] = ("robust",)) -> list[Path]:
     """Every table as NAME.csv (numeric) and NAME.md / .tex / .html (formatted, with notes); returns the paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, table in build_tables(records, axes, reference, published).items():
+    for name, table in build_tables(records, axes, reference, published, primary).items():
         texts = {"csv": table.numeric.to_csv(index=False), "md": to_markdown(table.shown, table.notes),
                  "tex": to_latex(table.shown, table.notes), "html": to_html(table.shown, table.notes)}
         for suffix, text in texts.items():

@@ -56,6 +56,7 @@ def read_settings(config: dict[str, Any]) -> Settings:
     _check_sweep(sweep)
     _check_names(config)
     _check_published(config["published"])
+    config["reference"] = _reference(config)
     return Settings(config, defaults, datasets, objectives, sweep, _selectors(config, tuple(sweep)))
 
 
@@ -182,6 +183,17 @@ def _check_names(cfg: dict[str, Any]) -> None:
             bad = [v for v in block.get("axes", {}).get(axis, []) if v not in cfg[axis] and v != api.FULL]
             if bad:
                 raise GridError(f"config: datasets.{d}.axes.{axis}: {bad[0]!r} is not in {axis}; add it there first")
+
+
+def _reference(config: dict[str, Any]) -> str | None:
+    """Table 1's reference selector label: the one named (it must be a label of the grid), else random if listed."""
+    if "reference" not in config:
+        return "random" if "random" in config["selectors"] else None
+    name = config["reference"]
+    if name is not None and name not in config["selectors"]:
+        raise GridError(f"config: reference: {name!r} is no selector label of this grid (labels: "
+                        f"{', '.join(config['selectors'])}); name one of them or set null")
+    return name
 
 
 PUBLISHED_HEADER = ("dataset", "objective", "selector", "method", "fraction", "clean_acc", "robust_acc", "time_min", "attack")

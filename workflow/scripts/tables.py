@@ -10,4 +10,4 @@ with logged(snakemake.log[0]):  # noqa: F821
     records = pd.read_csv(snakemake.input.records)  # noqa: F821
     published = read_published(snakemake.input.published) if snakemake.input.get("published") else None  # noqa: F821
     write_tables(records, list(snakemake.params.axes), Path(snakemake.output[0]).parent, snakemake.params.reference,  # noqa: F821
-                 published)
+                 published, tuple(snakemake.params.primary))  # noqa: F821
