@@ -637,16 +637,27 @@ def test_figures_plot_the_records(tmp_path):
     errors = {robust: [100 * ((100 - robust - 4 * s) - (60 - 4 * s)) / (60 - 4 * s) for s in (0, 1)]
               for _, _, _, robust, _ in rows}
     error = {robust: np.mean(e) for robust, e in errors.items()}
-    assert panel["title"] == "d / o" and panel["x"] == "speed-up over full training, by wall clock (x)"
+    assert panel["title"] == "d / o" and panel["x"] == "speed-up over full training, by wall clock (x, geometric mean)"
     assert panel["y"] == "relative robust error, PGD-20 (%)" and set(panel["lines"]) == {"random", "craig"}
     assert np.allclose(panel["lines"]["random"], [[100 / 30], [error[30]]])
     assert np.allclose(panel["lines"]["craig"], [[100 / 40, 100 / 60], [error[35], error[38]]])  # by fraction
-    assert panel["points"] == {"full (baseline)": [(1.0, 0.0)]} and panel["texts"] == ["c=0.3", "c=0.3", "c=0.5"]
-    # error bars: no spread in the speed-up; the relative error's 95% interval over the two seeds
-    bars = {(round(x, 9), round(y, 9)): {"x": 0.0, "y": T_1 * np.std(errors[r], ddof=1) / np.sqrt(2)}
-            for x, r in ((100 / 30, 30), (100 / 40, 35), (100 / 60, 38)) for y in [error[r]]}
-    assert panel["bars"].keys() == bars.keys() and all(panel["bars"][k] == pytest.approx(v) for k, v in bars.items())
-    assert panel["note"] == "error bars: 95% confidence interval over seeds (Student t)"
+    assert panel["points"]["full (baseline)"] == [(1.0, 0.0)] and panel["texts"] == ["c=0.3", "c=0.3", "c=0.5"]
+    # two seeds: their own points instead of bars (a t interval at n = 2 fills the axes)
+    assert np.allclose(sorted(panel["points"]["_seeds random"]), [(100 / 30, e) for e in sorted(errors[30])])
+    assert len(panel["points"]["_seeds craig"]) == 4
+    assert all(bar == pytest.approx({"x": 0.0, "y": 0.0}) for bar in panel["bars"].values())
+    assert panel["note"] == ("error bars: 95% confidence interval over seeds (Student t); two seeds: x marks the seeds' "
+                             "own points (a t interval at n = 2 says nothing)")
+
+    # three seeds: the speed-up's interval is on the log scale (never below zero); random, matched, craig and
+    # gradmatch share their speed-up (geometric mean 2) and are dodged sideways, their labels one above the other
+    (panel,) = _plotted(plots.robust_error_vs_speedup(_stat_rows({"craig": [3.0, 3.0, 3.0], "gradmatch": [1, -1, 0.5]}),
+                                                      curves.iloc[0:0], [], "wall"))
+    xs = [panel["lines"][line][0][0] for line in ("random", "matched", "craig", "gradmatch")]
+    assert xs == pytest.approx([2 * (1 + plots.DODGE * (i - 1.5)) for i in range(4)])
+    assert min(x - bar["x"] for (x, _), bar in panel["bars"].items() if "x" in bar) > 0
+    assert [t for t in panel["texts"]] == ["c=0.5"] * 4
+    assert "dodged sideways" in panel["note"]
 
     (panel,) = _plotted(plots.robust_acc_vs_eps(records, curves, []))
     assert (panel["title"], panel["x"], panel["y"]) == ("d / o", plots.CURVE_AXIS["fgsm_linf"], "accuracy (%)")

@@ -12,17 +12,18 @@ a line under the panels says which. RACC is named by the attack behind it (eval.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from aggregate import KEYS, SPEEDUPS, baseline_labels, racc_label, robust_attack, summarise  # noqa: E402
+from aggregate import KEYS, SPEEDUPS, baseline_labels, racc_label, robust_attack, summarise, with_baseline  # noqa: E402
 from intervals import binomial_se, half_width  # noqa: E402
 
 LINESTYLES = ("-", "--", ":", "-.")
@@ -83,35 +84,78 @@ def _finish(fig: Figure, axs: list, note: str) -> Figure:
     return fig
 
 
+DODGE = 0.015  # relative x offset between points whose speed-ups lie within it of each other (a panel's readability)
+
+
+def _dodged(sub: pd.DataFrame, x: str) -> pd.Series:
+    """Multiplicative x offsets that spread the points of a panel whose speed-ups nearly coincide (within DODGE):
+    the k points of such a cluster sit at factors 1 + DODGE * (i - (k - 1) / 2), i = 0 .. k-1, in row order."""
+    factor = pd.Series(1.0, index=sub.index)
+    order = sub[x].sort_values(kind="stable")
+    cluster: list[Any] = []
+    for idx in [*order.index, None]:
+        if idx is not None and cluster and sub.at[idx, x] <= sub.at[cluster[0], x] * (1 + DODGE):
+            cluster.append(idx)
+            continue
+        for i, member in enumerate(cluster):
+            factor[member] = 1 + DODGE * (i - (len(cluster) - 1) / 2)
+        cluster = [idx] if idx is not None else []
+    return factor
+
+
 def robust_error_vs_speedup(records: pd.DataFrame, curves: pd.DataFrame, axes: list[str],
                             speedup: str = "compute") -> Figure:
-    x = f"speedup_{speedup}"
-    t = summarise(records, axes, [x, "rel_robust_error", "rel_robust_error_se"])
-    t = t[~t["selector"].isin(baseline_labels(records)) & t[f"{x}_mean"].notna()]
+    """Relative robust error against the speed-up (geometric mean over seeds; its 95% interval on the log scale, which
+    never crosses zero). At two seeds, whose t interval is too wide to say anything, the seeds' own points are drawn
+    instead of bars; points that share a speed-up are dodged sideways and labelled one above the other."""
+    x, log = f"speedup_{speedup}", f"log_speedup_{speedup}"
+    t = summarise(records, axes, [log, "rel_robust_error", "rel_robust_error_se"])
+    t = t[~t["selector"].isin(baseline_labels(records)) & t[f"{log}_mean"].notna()]
     if t.empty:
         return _empty("no finished coreset run with a finished full-data baseline\n"
                       f"and a speed-up by {SPEEDUPS[speedup][1]}")
-    t = t.assign(label=t.apply(_label, axis=1, axes=axes), xerr=_bars(t, x),
-                 yerr=_bars(t, "rel_robust_error", "rel_robust_error_se_mean"))
+    g = np.exp(t[f"{log}_mean"])
+    half = _bars(t, log).where(t["complete"] >= 3, 0.0)
+    t = t.assign(label=t.apply(_label, axis=1, axes=axes), **{f"{x}_mean": g},
+                 xlow=g - np.exp(t[f"{log}_mean"] - half), xhigh=np.exp(t[f"{log}_mean"] + half) - g,
+                 yerr=_bars(t, "rel_robust_error", "rel_robust_error_se_mean").where(t["complete"] != 2, 0.0))
+    seeds = with_baseline(records)
+    seeds = seeds[(seeds["status"] == "complete") & seeds[x].notna()]
     colours = _colours(records, axes)
     attack = robust_attack(records)
     panels = list(dict.fromkeys(zip(t["dataset"], t["objective"])))
     fig, axs = _panels(len(panels))
+    dodged = False
     for ax, (d, o) in zip(axs, panels):
         sub = t[(t["dataset"] == d) & (t["objective"] == o)]
+        sub = sub.assign(shift=_dodged(sub, f"{x}_mean"))
+        sub = sub.assign(px=sub[f"{x}_mean"] * sub["shift"])
+        dodged = dodged or bool((sub["shift"] != 1.0).any())
+        stacked = sub.groupby(sub[f"{x}_mean"].round(2), sort=False).cumcount()
         for label, line in sub.groupby("label", sort=False):
             line = line.sort_values("fraction")
-            ax.plot(line[f"{x}_mean"], line["rel_robust_error_mean"], marker="o", color=colours[label], label=label)
-            ax.errorbar(line[f"{x}_mean"], line["rel_robust_error_mean"], xerr=line["xerr"], yerr=line["yerr"],
-                        fmt="none", ecolor=colours[label], elinewidth=0.8, capsize=2)
-            for _, p in line.iterrows():
-                ax.annotate(f"c={p['fraction']:g}", (p[f"{x}_mean"], p["rel_robust_error_mean"]), fontsize=7,
-                            textcoords="offset points", xytext=(4, 4))
+            ax.plot(line["px"], line["rel_robust_error_mean"], marker="o", color=colours[label], label=label)
+            ax.errorbar(line["px"], line["rel_robust_error_mean"], xerr=[line["xlow"], line["xhigh"]],
+                        yerr=line["yerr"], fmt="none", ecolor=colours[label], elinewidth=0.8, capsize=2)
+            two = line[line["complete"] == 2]
+            for _, p in two.iterrows():  # two seeds: their own points, no interval
+                own = seeds[(seeds["dataset"] == d) & (seeds["objective"] == o) & (seeds["selector"] == p["selector"])
+                            & (seeds["fraction"] == p["fraction"])]
+                ax.scatter(own[x] * p["shift"], own["rel_robust_error"], marker="x", s=18, color=colours[label],
+                           label=f"_seeds {label}")
+            for i, p in line.iterrows():
+                ax.annotate(f"c={p['fraction']:g}", (p["px"], p["rel_robust_error_mean"]), fontsize=7,
+                            textcoords="offset points", xytext=(4, 4 + 9 * int(stacked[i])))
         ax.scatter([1.0], [0.0], marker="*", s=150, color="black", zorder=3, label="full (baseline)")
         ax.axhline(0.0, color="grey", lw=0.8)
-        ax.set(title=f"{d} / {o}", xlabel=f"speed-up over full training, by {SPEEDUPS[speedup][1]} (x)",
+        ax.set(title=f"{d} / {o}", xlabel=f"speed-up over full training, by {SPEEDUPS[speedup][1]} (x, geometric mean)",
                ylabel=f"relative robust error{f', {attack}' if attack else ''} (%)")
-    return _finish(fig, axs, _bar_note(t["complete"]))
+    note = _bar_note(t["complete"])
+    if (t["complete"] == 2).any():
+        note += "; two seeds: x marks the seeds' own points (a t interval at n = 2 says nothing)"
+    if dodged:
+        note += f"; points sharing a speed-up are dodged sideways by up to {100 * DODGE:g}% per neighbour"
+    return _finish(fig, axs, note)
 
 
 def robust_acc_vs_eps(records: pd.DataFrame, curves: pd.DataFrame, axes: list[str], speedup: str = "compute") -> Figure:
