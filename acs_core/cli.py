@@ -157,7 +157,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     fgsm_eps = None if args.fgsm_eps is None else parse_eps_list(args.fgsm_eps)
     res = evaluate_run(args.run_dir, args.suite, args.batch_size, args.device, args.test_size, fgsm_eps, args.out, args.quiet,
-                       args.strength_subset)
+                       args.strength_subset, args.compile)
     attacks = "  ".join(f"{name} {a['acc']:.2f}%" for name, a in res["attacks"].items())
     failed = [c["name"] for c in res["sanity"]["checks"] if not c["ok"]]
     print(f"{args.out or f'{args.run_dir}/{EVAL_FILE}'}: {res['suite']} on {res['test_samples']} test images: "
@@ -185,6 +185,8 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
                                                             "(pixel units, fractions allowed: 0,2/255,8/255)")
     p.add_argument("--strength-subset", type=int, metavar="N", help="images of the attack-strength check (APGD-CE+DLR "
                    "on a fixed stratified subset; 0 = no check) [the suite's]")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, help="torch.compile the attacked model, eager "
+                   "where it cannot compile [the run's own compile setting]")
     p.add_argument("--out", metavar="FILE", help="where to write the result [RUN_DIR/eval.json]")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_evaluate)

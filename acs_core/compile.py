@@ -1,4 +1,5 @@
-"""`compile=true`: the model of the training attacks and updates through torch.compile, eager where it cannot compile.
+"""`compile=true`: the model of the training attacks and updates, and of the evaluation's attacks, through
+torch.compile, eager where it cannot compile.
 
 Only the forward pass is compiled (torch.compile of the model's own `forward`): parameters, buffers, train/eval mode
 and every other method (features, logits_and_maps, ...) stay the model's, so checkpoints, selection and evaluation
@@ -21,9 +22,10 @@ import torch.nn as nn
 class CompiledModel(nn.Module):
     """`model` whose forward runs through torch.compile until the first failure to compile, eagerly after it."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, purpose: str = "training") -> None:
         super().__init__()
         self.model = model
+        self.purpose = purpose  # what goes on eagerly after a failure to compile, for the warning
         self.compiled: Callable[[torch.Tensor], torch.Tensor] | None = torch.compile(model.forward)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -31,14 +33,14 @@ class CompiledModel(nn.Module):
             try:
                 if self.model.training:
                     return self.compiled(x)
-                with _frozen(self.model):
+                with frozen(self.model):
                     return self.compiled(x)
             except torch._dynamo.exc.TorchDynamoException as err:  # raised before the compiled code ran: nothing half-done
                 self.compiled = None
                 cause = getattr(err, "inner_exception", None) or err  # what the backend raised, if that was it
                 reason = next((line.strip() for line in str(cause).splitlines() if line.strip()), "")
                 reason = f"{type(cause).__name__}: {reason}" if reason else type(cause).__name__
-                print(f"acs: warning: compile: torch.compile failed ({reason}); training continues without it",
+                print(f"acs: warning: compile: torch.compile failed ({reason}); {self.purpose} continues without it",
                       file=sys.stderr, flush=True)
         return self.model(x)
 
@@ -53,7 +55,7 @@ class CompiledModel(nn.Module):
 
 
 @contextlib.contextmanager
-def _frozen(model: nn.Module) -> Iterator[None]:
+def frozen(model: nn.Module) -> Iterator[None]:
     """`model`'s parameters do not require grad inside the block (the autograd graph built there has no weight
     gradients), and do again after it."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -69,3 +71,9 @@ def _frozen(model: nn.Module) -> Iterator[None]:
 def training_model(model: nn.Module, compile: bool) -> nn.Module:
     """The model training attacks and updates call: `model` itself, or with `compile` its CompiledModel."""
     return CompiledModel(model) if compile else model
+
+
+def evaluation_model(model: nn.Module, compile: bool) -> nn.Module:
+    """The model an evaluation's attacks call (run inside `frozen(model)`: an evaluation never trains, so every compiled
+    backward computes the input's gradient only): compiled once with `compile`, eager where it cannot compile."""
+    return CompiledModel(model, "evaluation") if compile else model

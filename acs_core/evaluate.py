@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from .attacks import Attack
+from .compile import evaluation_model, frozen
 from .autoattack import AA_ITERATIONS, NORMS, collected_warnings
 from .config import ConfigError, RunConfig
 from .data import Split, load_data, stratified_indices
@@ -196,15 +197,25 @@ def _attack_entry(spec: AttackSpec, norm: str, eps: float, acc: float, seconds: 
 @fp32()
 def evaluate_model(model: nn.Module, test: Split, suite: Suite, norm: str, eps: float, base_eps: dict[str, float],
                    device: torch.device, batch_size: int, seed: int, fgsm_eps: list[float] | None = None,
-                   quiet: bool = False, strength_subset: int | None = None) -> dict[str, Any]:
-    """Run `suite` on `model` (eval mode, fp32) over `test`: clean accuracy, every attack at (norm, eps), their
+                   quiet: bool = False, strength_subset: int | None = None, compile: bool = False) -> dict[str, Any]:
+    """_run_suite on `model` in eval mode, fp32, its parameters frozen for the evaluation (every backward computes the
+    input's gradient only) and, with `compile`, through torch.compile (eager where it cannot compile)."""
+    model = model.to(device).float().eval()
+    with frozen(model):
+        return _run_suite(evaluation_model(model, compile), test, suite, norm, eps, base_eps, device, batch_size, seed,
+                          fgsm_eps, quiet, strength_subset)
+
+
+def _run_suite(model: nn.Module, test: Split, suite: Suite, norm: str, eps: float, base_eps: dict[str, float],
+               device: torch.device, batch_size: int, seed: int, fgsm_eps: list[float] | None = None,
+               quiet: bool = False, strength_subset: int | None = None) -> dict[str, Any]:
+    """Run `suite` on `model` over `test`: clean accuracy, every attack at (norm, eps), their
     per-example worst case, the FGSM sweep (l_inf; at `fgsm_eps`, else the suite's grid of SWEEP_SCALES x
     base_eps["linf"]), the PGD-20 curves at SWEEP_SCALES x base_eps[norm], the attack-strength check on
     `strength_subset` images (default: the suite's; 0: none; a suite that runs the reference attack itself, e.g.
     `apgd`, is checked on the whole split from its own attacks, at no extra cost) and the sanity checks. Every attack, the strength check
     and every curve point start from torch.manual_seed(seed)."""
     t_start = time.perf_counter()
-    model = model.to(device).float().eval()
 
     def mask(attack: Attack | None, label: str, split: Split = test) -> tuple[torch.Tensor, float]:
         torch.manual_seed(seed)
@@ -297,11 +308,12 @@ def _load(run_dir: Path, device: torch.device) -> tuple[nn.Module, dict[str, Any
 
 def evaluate_run(run_dir: str | Path, suite: str = "quick", batch_size: int | None = None, device: str = "auto",
                  test_size: int | None = None, fgsm_eps: list[float] | None = None, out: str | Path | None = None,
-                 quiet: bool = False, strength_subset: int | None = None) -> dict[str, Any]:
+                 quiet: bool = False, strength_subset: int | None = None, compile: bool | None = None) -> dict[str, Any]:
     """Evaluate a finished run's model with `suite` on the test split rebuilt from its recorded config (test_size
     overrides the config's stratified subset size, 0 = all), and write the result atomically to `out` (default
     RUN_DIR/eval.json). batch_size defaults to the run's eval_batch_size; strength_subset (the attack-strength check's
-    images, 0 = no check) to the suite's. Bad input raises before anything is written.
+    images, 0 = no check) to the suite's; compile (torch.compile the attacked model) to the run's own `compile`.
+    Bad input raises before anything is written.
     The seed is the one of the run's final evaluation, so `quick` reproduces metrics.json's PGD-20 on the CPU."""
     chosen = SUITES.get(suite)
     if batch_size is not None and batch_size < 1:
@@ -323,8 +335,9 @@ def evaluate_run(run_dir: str | Path, suite: str = "quick", batch_size: int | No
                 objective.norm: objective.eps}
     result = evaluate_model(model, data.test, chosen, objective.norm, objective.eps, base_eps, dev,
                             batch_size or cfg.eval_batch_size, epoch_seed(cfg.seed, cfg.epochs), fgsm_eps, quiet,
-                            strength_subset)
-    result = {"schema_version": SCHEMA_VERSION, "suite": suite, "run_config_hash": record["config_hash"], **result,
+                            strength_subset, cfg.compile if compile is None else compile)
+    result = {"schema_version": SCHEMA_VERSION, "suite": suite, "run_config_hash": record["config_hash"],
+              "compile": cfg.compile if compile is None else compile, **result,
               "environment": {**environment(dev), "cpu_threads": torch.get_num_threads()}}
     write_json(Path(out) if out is not None else run_dir / EVAL_FILE, result)
     return result

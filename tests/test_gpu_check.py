@@ -146,3 +146,38 @@ def test_bench_train_times_the_compiled_engine_side_by_side(aot_eager, capsys):
     assert figures["engine_compiled_ratio"] == figures["engine_compiled_samples_per_s"] / figures["reference_samples_per_s"]
     out = capsys.readouterr().out
     assert "samples/s engine_compiled" in out and "ratio engine_compiled/reference" in out
+
+
+_CACHE_PROBE = """
+import json, sys
+import torch
+from torch._dynamo.utils import counters
+from acs_core.compile import CompiledModel
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3)).eval()
+x = torch.randn(4, 8, requires_grad=True)
+CompiledModel(net, "probe")(x).sum().backward()
+print(json.dumps(dict(counters["inductor"])))
+"""
+
+
+def test_a_second_process_reads_the_compile_cache(tmp_path):
+    """Two processes compile the same model with Inductor (the real backend: a C++ build) under the
+    TORCHINDUCTOR_CACHE_DIR the workflow sets for its jobs: the first fills the folder, the second hits its FX graph
+    cache instead of compiling again."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "compile-cache")}
+    runs = [subprocess.run([sys.executable, "-c", _CACHE_PROBE], capture_output=True, text=True, env=env, timeout=600)
+            for _ in range(2)]
+    for proc in runs:
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        if "torch.compile failed" in proc.stderr:
+            pytest.skip(f"this machine cannot compile: {proc.stderr.strip()}")
+    first, second = (json.loads(proc.stdout.strip().splitlines()[-1]) for proc in runs)
+    assert first.get("fxgraph_cache_miss", 0) >= 1 and not first.get("fxgraph_cache_hit")
+    assert second.get("fxgraph_cache_hit", 0) >= 1 and not second.get("fxgraph_cache_miss")
+    assert any((tmp_path / "compile-cache").rglob("*"))

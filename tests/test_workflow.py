@@ -228,6 +228,15 @@ def test_shipped_grids_build_with_their_job_counts(name, runs, scores):
     assert 2 * runs + scores + 6 == {"config.yaml": 43, "benchmark.yaml": 237, "paper.yaml": 246, "proxy.yaml": 60}[name]
 
 
+def test_jobs_share_one_compile_cache_under_the_results(tmp_path):
+    """Every train and evaluate job runs acs with TORCHINDUCTOR_CACHE_DIR=RESULTS/compile-cache: one Inductor cache
+    for the grid, so a later job of the same model and shapes does not compile again."""
+    proc = snakemake(tmp_path, grid_config(results="res", seeds=[0], fractions=[0.5]), "-n", "-p")
+    commands = [line for line in (proc.stdout + proc.stderr).splitlines() if "-m acs_core " in line]
+    assert proc.returncode == 0 and commands, proc.stderr[-2000:]
+    assert all("TORCHINDUCTOR_CACHE_DIR=res/compile-cache " in line for line in commands)
+
+
 def test_schema_error_stops_snakemake_with_one_line(tmp_path):
     proc = snakemake(tmp_path, grid_config(fractions=[0.5, 1.5]), "-n")
     assert proc.returncode != 0

@@ -25,7 +25,10 @@ ACTIVE = JOBS.active_runs()
 RESOURCES = {rule: JOBS.resources(rule) for rule in ("score", "train", "evaluate", "aggregate")}
 # every job runs this checkout's acs_core, also inside a --software-deployment-method conda environment
 PYTHON = f"PYTHONPATH={shlex.quote(ROOT)}${{PYTHONPATH:+:$PYTHONPATH}} python3"
-ACS = f"{PYTHON} -m acs_core"
+# one torch.compile cache (Inductor's compiled graphs and kernels on disk) for every job of the grid, so that only the
+# first job of a model and shape pays its compile time (compile: true)
+COMPILE_CACHE = f"{R}/compile-cache"
+ACS = f"TORCHINDUCTOR_CACHE_DIR={shlex.quote(COMPILE_CACHE)} {PYTHON} -m acs_core"
 MARK_FAILED = f"python3 {shlex.quote(str(Path(workflow.basedir) / 'scripts' / 'mark_failed.py'))}"
 ENV = "../../envs/acs.yaml"
 
