@@ -3,7 +3,8 @@
 The loops (the engine; with compile=true also the engine through torch.compile; the reference) run side by side in
 one process on the same rows (already on the device), from the same initial weights, with the same optimiser
 settings: one warm-up pass each, then `repeats` rounds of one pass per loop in turn; the median samples/s of each is
-reported. This is a benchmark that prints figures, never a timed test.
+reported, with each loop's GFLOP/s (flops per sample from torch.utils.flop_counter on one batch) and its fraction of
+the machine's matmul peak measured in the same run. This is a benchmark that prints figures, never a timed test.
 """
 from __future__ import annotations
 
@@ -63,6 +64,29 @@ def _reference_pass(model: nn.Module, opt: torch.optim.Optimizer, attack: Any, b
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 5) -> float:
+    """The machine's practical peak in GFLOP/s, measured now: the best of `repeats` n x n matmuls (2 n^3 flops each) in
+    `dtype` on `device` at the current thread count, after one warm-up."""
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+    _timed(device, lambda: a @ b)
+    return 2 * n ** 3 / min(_timed(device, lambda: a @ b) for _ in range(repeats)) / 1e9
+
+
+def flops_per_sample(model: nn.Module, cfg: RunConfig, attack: Any, batch: tuple[torch.Tensor, torch.Tensor],
+                     amp: AmpFactory) -> float:
+    """Floating-point operations of one PGD training step per sample (the attack's forward and input-gradient passes,
+    the update's forward and backward), counted by torch.utils.flop_counter on one batch of a copy of the model: the
+    same math every loop of the benchmark does."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    twin = copy.deepcopy(model)
+    counted = type(attack)(twin, eps=attack.eps, alpha=attack.alpha, steps=attack.steps, random_start=True)
+    with FlopCounterMode(display=False) as counter:
+        _reference_pass(twin, make_optimizer(twin, cfg), counted, [batch], amp,
+                        torch.amp.GradScaler(batch[0].device.type, enabled=False))
+    return counter.get_total_flops() / len(batch[1])
 
 
 def bench_train(cfg: RunConfig, batches: int, repeats: int) -> dict[str, Any]:
@@ -125,6 +149,8 @@ def bench_train(cfg: RunConfig, batches: int, repeats: int) -> dict[str, Any]:
             rates[name].append(n / _timed(device, loop))
     median = {name: statistics.median(r) for name, r in rates.items()}
     compiled = isinstance(exp.train_model, CompiledModel) and exp.train_model.compiled is not None
+    flops = flops_per_sample(ref_model, cfg, attack, ref_batches[0], exp.amp)
+    peak = matmul_peak(device, {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp, torch.float32))
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     table = [
@@ -135,14 +161,22 @@ def bench_train(cfg: RunConfig, batches: int, repeats: int) -> dict[str, Any]:
         ("batch size", str(cfg.batch_size)), ("samples per pass", f"{n} ({batches} batches), {repeats} timed passes each, median"),
     ]
     table += [(f"samples/s {loop}", f"{median[loop]:.1f}  (runs: {', '.join(f'{r:.1f}' for r in rates[loop])})") for loop in loops]
+    table += [("flops per sample", f"{flops / 1e6:.1f} MFLOP (torch.utils.flop_counter, one batch)"),
+              ("matmul peak", f"{peak:.1f} GFLOP/s (2048 x 2048 {cfg.amp if cfg.amp != 'none' else 'fp32'} matmul, "
+                              "measured in this run)")]
+    table += [(f"GFLOP/s {loop}", f"{median[loop] * flops / 1e9:.1f}  ({100 * median[loop] * flops / 1e9 / peak:.0f}% "
+               "of the matmul peak)") for loop in loops]
     table += [(f"ratio {loop}/reference", f"{median[loop] / median['reference']:.3f}  (of the best runs: "
                f"{max(rates[loop]) / max(rates['reference']):.3f})") for loop in loops if loop != "reference"]
     width = max(len(k) for k, _ in table)
     for key, value in table:
         print(f"{key:<{width}}  {value}")
-    figures: dict[str, Any] = {"batch_size": cfg.batch_size, "samples": n, "compiled": compiled}
+    figures: dict[str, Any] = {"batch_size": cfg.batch_size, "samples": n, "compiled": compiled,
+                               "flops_per_sample": flops, "matmul_peak_gflops": peak}
     for loop in loops:
         figures[f"{loop}_samples_per_s"], figures[f"{loop}_best_samples_per_s"] = median[loop], max(rates[loop])
+        figures[f"{loop}_gflops"] = median[loop] * flops / 1e9
+        figures[f"{loop}_peak_fraction"] = figures[f"{loop}_gflops"] / peak
         if loop != "reference":
             figures[f"{loop}_ratio"] = median[loop] / median["reference"]
     return figures

@@ -89,7 +89,7 @@ class RunConfig:
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
     amp: str = field(default="none", metadata={"help": "training autocast: none | bf16 | fp16 (evaluation stays fp32)"})
     channels_last: bool = field(default=False, metadata={"help": "channels_last memory format (helps convolutions on GPUs)"})
-    compile: bool = field(default=False, metadata={"help": "torch.compile the model of the training attacks and updates (selection and evaluation stay eager); where it cannot compile: one warning, eager"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the model of the training attacks and updates, and the model acs evaluate attacks (selection stays eager); where it cannot compile: one warning, eager"})
     out: str = field(default="results/runs/default", metadata={"help": "run folder (metrics.json, model.pt, coresets/)"})
     quiet: bool = field(default=False, metadata={"help": "no progress bars (batch jobs)"})
 

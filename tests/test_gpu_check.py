@@ -146,6 +146,13 @@ def test_bench_train_times_the_compiled_engine_side_by_side(aot_eager, capsys):
     assert figures["engine_compiled_ratio"] == figures["engine_compiled_samples_per_s"] / figures["reference_samples_per_s"]
     out = capsys.readouterr().out
     assert "samples/s engine_compiled" in out and "ratio engine_compiled/reference" in out
+    # each loop's GFLOP/s from the counted flops per sample, and its fraction of the matmul peak measured in the run
+    assert figures["flops_per_sample"] > 0 and figures["matmul_peak_gflops"] > 0
+    for loop in ("engine", "engine_compiled", "reference"):
+        gflops = figures[f"{loop}_samples_per_s"] * figures["flops_per_sample"] / 1e9
+        assert figures[f"{loop}_gflops"] == pytest.approx(gflops)
+        assert figures[f"{loop}_peak_fraction"] == pytest.approx(gflops / figures["matmul_peak_gflops"])
+    assert "GFLOP/s engine_compiled" in out and "of the matmul peak" in out and "matmul peak" in out
 
 
 _CACHE_PROBE = """
