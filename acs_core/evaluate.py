@@ -338,7 +338,7 @@ def evaluate_run(run_dir: str | Path, suite: str = "quick", batch_size: int | No
                             strength_subset, cfg.compile if compile is None else compile)
     result = {"schema_version": SCHEMA_VERSION, "suite": suite, "run_config_hash": record["config_hash"],
               "compile": cfg.compile if compile is None else compile, **result,
-              "environment": {**environment(dev), "cpu_threads": torch.get_num_threads()}}
+              "environment": environment(dev)}
     write_json(Path(out) if out is not None else run_dir / EVAL_FILE, result)
     return result
 

@@ -4,9 +4,12 @@ Low level on purpose: training, evaluation, proxy scoring and the benchmarks all
 not in any of those modules (none of which may import another's entry point)."""
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import socket
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,9 +44,38 @@ def make_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Optimi
 
 
 def environment(device: torch.device) -> dict[str, Any]:
-    """Where the run ran: host, device, GPU model, versions and the SLURM job id if any."""
+    """Where and with what the run ran: host, device, GPU and CPU model, torch's thread count, versions, this project's
+    commit (and whether its tree had uncommitted changes), the SLURM job id if any: enough to tell two clusters' or two
+    versions' results apart."""
+    commit, modified = source_commit()
     return {
         "host": socket.gethostname(), "device": str(device), "torch": torch.__version__, "python": platform.python_version(),
-        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None, "cpu": cpu_model(),
+        "cpu_threads": torch.get_num_threads(), "commit": commit, "tree_modified": modified,
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "slurm_node": os.environ.get("SLURMD_NODENAME"),
     }
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux, else what platform says)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@functools.lru_cache(maxsize=1)
+def source_commit() -> tuple[str | None, bool | None]:
+    """(the git commit of the acs_core checkout, whether tracked files differ from it); (None, None) outside git."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+    return commit, bool(status.strip())

@@ -6,6 +6,7 @@
 #   bash scripts/slurm-cluster.sh start    # install what is missing, write the configs, start what is not running
 #   bash scripts/slurm-cluster.sh status   # one line per daemon and the node state; exit 0 only if all are up
 #   bash scripts/slurm-cluster.sh stop     # stop the daemons (packages, configs and the job database stay)
+#   bash scripts/slurm-cluster.sh stop slurmd slurmctld   # stop only these (what a test session started)
 #
 # Idempotent: a second `start` installs nothing and starts only what is down; a changed config restarts the
 # SLURM daemons. Needs root and apt (Debian 12: slurm-wlm 22.05, munge 0.5, MariaDB 10.11).
@@ -244,8 +245,11 @@ case $ACTION in
     start_slurm_daemons
     say "cluster '$CLUSTER' up: partition $PARTITION on node $NODE ($(sinfo -h -n $NODE -o '%c CPUs, GRES %G'))"
     ;;
-  stop)
-    for (( i = ${#DAEMONS[@]} - 1; i >= 0; i-- )); do stop_daemon "${DAEMONS[i]}"; done
+  stop)  # `stop`: every daemon; `stop NAME...`: only those (e.g. the ones a test session started), in stop order
+    shift
+    for (( i = ${#DAEMONS[@]} - 1; i >= 0; i-- )); do
+      if (( $# == 0 )) || [[ " $* " == *" ${DAEMONS[i]} "* ]]; then stop_daemon "${DAEMONS[i]}"; fi
+    done
     ;;
   status) status ;;
   *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;

@@ -98,3 +98,113 @@ def test_readme_first_grid_is_a_valid_grid(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     trains = re.findall(r"^rule train:$", proc.stdout + proc.stderr, flags=re.M)
     assert len(trains) == 3 * 2 * 2 + 2, proc.stdout[-2000:]  # selectors x seeds x kappas + one baseline per seed
+
+
+# ---------------------------------------------------------------------------------------------------- docs = code
+def _dry_run_jobs(config: str) -> int:
+    """The job count `snakemake -n` plans for a shipped grid."""
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-s", str(ROOT / "workflow" / "Snakefile"),
+                           "--directory", str(ROOT), "--configfile", str(ROOT / "config" / config)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return int(re.search(r"^total\s+(\d+)\s*$", proc.stdout + proc.stderr, flags=re.M).group(1))
+
+
+def _row(doc: Path, name: str) -> str:
+    return next(line for line in doc.read_text().splitlines() if line.startswith(f"| `{name}`"))
+
+
+def test_job_counts_quoted_in_docs_and_configs_are_the_dry_runs():
+    """Every job count a page or a grid file quotes for a shipped grid is what `snakemake -n` plans for it."""
+    jobs = {name: _dry_run_jobs(name) for name in ("config.yaml", "benchmark.yaml", "paper.yaml", "proxy.yaml")}
+    config_readme = ROOT / "config" / "README.md"
+    quoted = {name: re.findall(r"(\d+) jobs", _row(config_readme, name)) for name in jobs}
+    assert {name: [int(n) for n in counts] for name, counts in quoted.items()} == {name: [n] for name, n in jobs.items()}
+    assert f"18 runs, {jobs['config.yaml']} jobs" in (ROOT / "README.md").read_text()
+    assert f"{jobs['benchmark.yaml']} jobs" in (ROOT / "config" / "benchmark.yaml").read_text().split("\nresults:")[0]
+    assert f"the CPU benchmark grid, {jobs['benchmark.yaml']} jobs" in (ROOT / "benchmarks" / "RESULTS.md").read_text()
+
+
+def test_a_grid_called_the_same_set_up_has_the_same_defaults():
+    import yaml
+
+    row = _row(ROOT / "config" / "README.md", "benchmark.yaml")
+    default, bench = (yaml.safe_load((ROOT / "config" / f).read_text()) for f in ("config.yaml", "benchmark.yaml"))
+    if "same set-up" in row:
+        assert bench["defaults"] == default["defaults"] and bench["evaluation"] == default["evaluation"]
+    for key in set(default["defaults"]) ^ set(bench["defaults"]):
+        assert f"`{key}`" in row, f"config/README.md's benchmark.yaml row does not say it differs in {key}"
+
+
+CODE_NAME = re.compile(r"`([A-Z][A-Z0-9]*_[A-Z0-9_]+|[A-Z]{4,})`")  # SCHEDULE_KEYS, PROXY_KEYS, ...
+PATH = re.compile(r"`((?:tests|acs_core|workflow|benchmarks|scripts)/[\w./-]+\.(?:py|smk|yaml))`")
+SOURCES = "\n".join(p.read_text() for d in ("acs_core", "workflow", "tests", "benchmarks", "scripts")
+                    for p in (ROOT / d).rglob("*") if p.suffix in (".py", ".smk", ".sh"))
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_every_path_and_code_name_a_doc_mentions_exists(doc):
+    text = doc.read_text()
+    missing = [p for p in PATH.findall(text) if not (ROOT / p).exists()]
+    assert not missing, f"{doc.name} names files that do not exist: {missing}"
+    unknown = [n for n in set(CODE_NAME.findall(text)) if not re.search(rf"\b{n}\b", SOURCES)]
+    assert not unknown, f"{doc.name} names code that does not exist: {unknown}"
+
+
+def test_the_model_contract_is_the_classifiers():
+    """docs/extending.md tells a model author what the base Classifier expects: body() and map_layers(), not features."""
+    from acs_core.models import Classifier
+
+    text = (ROOT / "docs" / "extending.md").read_text()
+    contract = text[text.index("- **Model**"):text.index("- **Data set**")]
+    assert "`body(x)`" in contract and "`map_layers()`" in contract and "do not override `features`" in contract
+    assert {"body", "map_layers", "features"} <= set(vars(Classifier))
+    assert all(f"{arg}=" in contract for arg in ("in_channels", "num_classes", "mean", "std"))
+
+
+def test_the_run_folder_table_names_every_key_of_metrics_json(tmp_path):
+    from acs_core.train import run
+
+    record = run(RunConfig(dataset="synthetic", train_size=100, val_size=20, test_size=20, epochs=1, attack_steps=1,
+                           eval_steps=1, quiet=True, out=str(tmp_path / "r")))
+    row = _row(ROOT / "docs" / "architecture.md", "metrics.json")
+    missing = [key for key in [*record, "cpu"] if f"`{key}`" not in row]  # timings.cpu: the CPU seconds
+    assert not missing, f"docs/architecture.md's metrics.json row lacks {missing}"
+
+
+def test_the_data_set_table_lists_every_data_set_and_folder():
+    from acs_core.data import DATASETS, FASHION_DIRS
+
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    table = text[text.index("### Data sets"):]
+    for name in DATASETS.names():
+        assert f"`{name}`" in table, f"docs/configuration.md's data-set table lacks {name}"
+    for folder in FASHION_DIRS:
+        shown = str(folder).replace(str(Path.home()), "~")
+        assert f"`{shown}`" in table or f"`{folder}`" in table, f"the data-set table lacks the folder {folder}"
+
+
+def test_the_merge_order_names_the_entry_settings():
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    sentence = text[text.index("Run settings merge per run"):].split(";")[0]
+    assert sentence.rstrip().endswith("(applied last, e.g. `selection: static`)") and "`settings`" in sentence
+
+
+MEASURED = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s?(s|min|ms|GFLOP/s|samples/s)(?![\w/])")
+SETTINGS_NOT_MEASUREMENTS = {"docs/slurm.md": {"90 s"}}  # SLURM's pre-timeout signal: a setting
+
+
+def test_every_measured_figure_outside_results_is_in_results():
+    """A figure with a unit of time or rate in a page or a grid file is quoted from benchmarks/RESULTS.md."""
+    results = re.sub(r"\s+", " ", (ROOT / "benchmarks" / "RESULTS.md").read_text())
+    files = [ROOT / "README.md", ROOT / "config" / "README.md", *(ROOT / "docs").glob("*.md"),
+             *(ROOT / "config").glob("*.yaml")]
+    stray = []
+    for f in files:
+        allowed = SETTINGS_NOT_MEASUREMENTS.get(f.relative_to(ROOT).as_posix(), set())
+        for m in MEASURED.finditer(f.read_text()):
+            number, unit = m.groups()
+            if m.group(0) not in allowed and not re.search(rf"(?<![\w.]){re.escape(number)}\s?{re.escape(unit)}(?![\w/])",
+                                                            results):
+                stray.append(f"{f.relative_to(ROOT)}: {m.group(0)}")
+    assert not stray, f"figures not in benchmarks/RESULTS.md: {stray}"

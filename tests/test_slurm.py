@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +39,9 @@ def _cannot_run_slurm() -> str | None:
 
 
 @pytest.fixture(scope="session")
-def cluster() -> dict[str, str]:
-    """Start (or reuse) the single-node cluster; the environment for jobs and snakemake on it."""
+def cluster() -> Iterator[dict[str, str]]:
+    """Start (or reuse) the single-node cluster; the environment for jobs and snakemake on it. At the end of the
+    session the daemons this fixture started are stopped again, and only those (a cluster already up stays up)."""
     reason = _cannot_run_slurm()
     if reason:
         pytest.skip(reason)
@@ -49,9 +50,13 @@ def cluster() -> dict[str, str]:
     if proc.returncode == 3:  # apt could not install the packages (no network or no package source)
         pytest.skip(f"SLURM packages not installable here: {proc.stderr.strip().splitlines()[-1]}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    started = re.findall(r"\] starting (\w+)", proc.stdout)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ACS_SLURM_", "SLURM_", "SBATCH_"))}
-    return {**env, "ACS_SLURM_GPUS": "0", "ACS_SLURM_RETRIES": "0", "ACS_SLURM_INIT_SECONDS": "3",
-            "ACS_SLURM_LATENCY_WAIT": "5"}
+    yield {**env, "ACS_SLURM_GPUS": "0", "ACS_SLURM_RETRIES": "0", "ACS_SLURM_INIT_SECONDS": "3",
+           "ACS_SLURM_LATENCY_WAIT": "5"}
+    if started:
+        subprocess.run(["bash", "scripts/slurm-cluster.sh", "stop", *started], cwd=REPO, capture_output=True,
+                       text=True, timeout=300, check=False)
 
 
 def _acs(env: dict[str, str], *args: str, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -34,6 +34,9 @@ def test_end_to_end_synthetic_coreset_run(tmp_path):
         assert record["timings"][key] >= 0
     assert record["timings"]["total"] >= record["timings"]["train_attack"]
     assert 0 <= record["final"]["robust_acc"] <= record["final"]["clean_acc"] <= 100
+    env = record["environment"]  # provenance: the project's commit, the CPU and its threads
+    assert env["cpu_threads"] == torch.get_num_threads() and env["cpu"] and len(env["commit"] or "x" * 40) == 40
+    assert env["tree_modified"] in (True, False, None)
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["schema_version"] == 1 and saved["config"]["fraction"] == 0.5
     assert not (tmp_path / "run" / "checkpoint.pt").exists()

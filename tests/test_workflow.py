@@ -850,3 +850,14 @@ def test_plan_says_how_many_seeds_each_comparison_needs(tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "workflow" / "scripts" / "plan.py"), str(tmp_path / "records.csv"),
                           "--halfwidth", "0"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--halfwidth: 0.0 must be > 0" in bad.stderr
+
+
+def test_records_carry_provenance_and_table1_names_differing_commits():
+    """Runs from two commits (one from a modified tree): Table 1's note names both with their run counts."""
+    records = _stat_rows({"craig": [3.0, 3.0, 3.0]})
+    records["commit"] = ["a" * 40] * (len(records) - 2) + ["b" * 40] * 2
+    records["tree_modified"] = [False] * (len(records) - 2) + [True] * 2
+    (note,) = [n for n in aggregate.table1(records, []).notes if n.startswith("runs from different code")]
+    assert f"{'a' * 10}: {len(records) - 2} run(s)" in note and f"{'b' * 10} (modified): 2 run(s)" in note
+    records["commit"], records["tree_modified"] = "a" * 40, False
+    assert not any(n.startswith("runs from different code") for n in aggregate.table1(records, []).notes)

@@ -101,7 +101,8 @@ def record(row: dict[str, Any], metrics: dict[str, Any] | None, evaluation: dict
             if values:
                 out[key] = sum(values) / len(values)
         env = metrics.get("environment", {})
-        out.update({k: env.get(k) for k in ("host", "gpu", "slurm_job_id")}, run_device=env.get("device"))
+        out.update({k: env.get(k) for k in ("host", "gpu", "cpu", "cpu_threads", "commit", "tree_modified",
+                                            "slurm_job_id")}, run_device=env.get("device"))
     if evaluation:
         strength = evaluation.get("strength_check") or {}
         out.update(clean_acc=evaluation["clean_acc"], robust_acc=evaluation["robust_acc"], suite=evaluation.get("suite"),
@@ -497,11 +498,24 @@ def table1(records: pd.DataFrame, axes: list[str], reference: str | None = "rand
     if "r" not in partners:
         why = "none is set" if reference is None else f"no finished {reference!r} run pairs with these runs"
         notes.append(f"no comparison with a reference selector: {why} (grid key reference)")
+    notes += _provenance_notes(records)
     notes.append("speed-up = full training's cost / the run's, per seed, by wall clock and CPU seconds (training + the "
                  "proxy-scores job) and by compute (sample-passes): the geometric mean over seeds with its 95% interval "
                  "on the log scale [low, high]. The compute speed-up is deterministic (the same passes on any machine "
                  "and load), so it shows no interval: that is no claim of precision beyond the passes counted")
     return Table(t, shown, notes + _racc_notes(t))
+
+
+def _provenance_notes(records: pd.DataFrame) -> list[str]:
+    """A note naming the project commits the finished runs came from, when they differ (or a tree was modified)."""
+    done = _complete(_ensure(records, ["commit", "tree_modified"]))
+    labels = [f"{c[:10]}{' (modified)' if m is True else ''}" for c, m in zip(done["commit"], done["tree_modified"])
+              if isinstance(c, str)]
+    counts = pd.Series(labels, dtype=object).value_counts(sort=False)
+    if len(counts) <= 1 and not any("(modified)" in label for label in counts.index):
+        return []
+    return ["runs from different code: " + ", ".join(f"{label}: {n} run(s)" for label, n in counts.items())
+            + " (commit, and whether the tree had uncommitted changes; records.csv columns commit, tree_modified)"]
 
 
 def _family_notes(t: pd.DataFrame, family: list[str], partners: dict[str, str], primary: tuple[str, ...]) -> list[str]:
