@@ -861,3 +861,22 @@ def test_records_carry_provenance_and_table1_names_differing_commits():
     assert f"{'a' * 10}: {len(records) - 2} run(s)" in note and f"{'b' * 10} (modified): 2 run(s)" in note
     records["commit"], records["tree_modified"] = "a" * 40, False
     assert not any(n.startswith("runs from different code") for n in aggregate.table1(records, []).notes)
+
+
+def test_a_worked_sweep_axis():
+    """docs/workflow.md's worked axis on the default grid: attack_steps=[3, 5] doubles every run (36 trainings, the
+    folders the page shows); kappa=[0.3, 0.5] doubles the coreset runs but not full training (one per objective)."""
+    def dry(sweep: str) -> str:
+        proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-s", str(SNAKEFILE), "--directory", str(ROOT),
+                               "--cores", "2", "--config", f"sweep={sweep}"], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout + proc.stderr
+
+    text = (ROOT / "docs" / "workflow.md").read_text()
+    assert "--config 'sweep={attack_steps: [3, 5]}'" in text
+    out = dry("{attack_steps: [3, 5]}")
+    assert job_counts(subprocess.CompletedProcess([], 0, out, ""))["train"] == 2 * 18
+    for folder in re.findall(r"^    (results/runs/\S+/)$", text, flags=re.M):
+        assert f"{folder}metrics.json" in out, folder
+    counts = job_counts(subprocess.CompletedProcess([], 0, dry("{kappa: [0.3, 0.5]}"), ""))
+    assert counts["train"] == 2 * 16 + 2  # 16 coreset runs per kappa, 2 full runs (one per objective, seed 0)
