@@ -863,12 +863,13 @@ def test_records_carry_provenance_and_table1_names_differing_commits():
     assert not any(n.startswith("runs from different code") for n in aggregate.table1(records, []).notes)
 
 
-def test_a_worked_sweep_axis():
+def test_a_worked_sweep_axis(tmp_path):
     """docs/workflow.md's worked axis on the default grid: attack_steps=[3, 5] doubles every run (36 trainings, the
     folders the page shows); kappa=[0.3, 0.5] doubles the coreset runs but not full training (one per objective)."""
     def dry(sweep: str) -> str:
-        proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-s", str(SNAKEFILE), "--directory", str(ROOT),
-                               "--cores", "2", "--config", f"sweep={sweep}"], capture_output=True, text=True, timeout=300)
+        proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-s", str(SNAKEFILE), "--directory", str(tmp_path),
+                               "--configfile", str(ROOT / "config" / "config.yaml"), "--cores", "2",
+                               "--config", f"sweep={sweep}"], capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
         return proc.stdout + proc.stderr
 
