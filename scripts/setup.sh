@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Idempotent set-up on a fresh Debian 12 + Python 3.11 machine: the Fashion-MNIST data package, PyTorch, this project.
 # Safe to rerun: each step is skipped or a no-op when already done. Override the interpreter with PYTHON=...,
-# the PyTorch pins with TORCH_SPEC="torch==X torchvision==Y" (e.g. a CUDA build on a cluster).
+# the PyTorch pins with TORCH_SPEC="torch==X torchvision==Y" (e.g. a CUDA build on a cluster): a TORCH_SPEC that is set
+# is always installed; without it, torch 2.14.1 + torchvision 0.29.1 are installed only where no torch imports yet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
+DEFAULT_TORCH="torch==2.14.1 torchvision==0.29.1"
 
 if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
     SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
@@ -14,7 +15,11 @@ if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
 fi
 pip_install() { PIP_ROOT_USER_ACTION=ignore "$PYTHON" -m pip install -q --disable-pip-version-check "$@"; }
 # shellcheck disable=SC2086
-"$PYTHON" -c "import torch, torchvision" 2>/dev/null || pip_install $TORCH_SPEC
+if [ -n "${TORCH_SPEC:-}" ]; then
+    pip_install $TORCH_SPEC
+else
+    "$PYTHON" -c "import torch, torchvision" 2>/dev/null || pip_install $DEFAULT_TORCH
+fi
 # pyautoattack: the reference AutoAttack code for `acs evaluate`; --no-deps so that it can never pull another torch.
 "$PYTHON" -c "import pyautoattack" 2>/dev/null || pip_install --no-deps "pyautoattack==0.2.0"
 pip_install -e ".[test]"  # always: points the install at this checkout
