@@ -58,9 +58,9 @@ def test_every_relative_link_resolves_inside_the_repository(doc):
 
 def test_ci_runs_the_readme_test_command():
     command = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
-    assert command == "bash scripts/setup.sh && python3 -m pytest -q"
+    assert command == "bash scripts/setup.sh && .venv/bin/python -m pytest -q"
     assert f"\n    {command}\n" in (ROOT / "README.md").read_text()
-    assert "\n    bash scripts/setup.sh && snakemake --cores 2\n" in (ROOT / "README.md").read_text()
+    assert "\n    bash scripts/setup.sh && .venv/bin/python -m snakemake --cores 2\n" in (ROOT / "README.md").read_text()
 
 
 def test_configuration_documents_every_run_key():
