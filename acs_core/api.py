@@ -6,7 +6,8 @@ Cheap to import (no torch): the functions that need a registry import it when ca
 - run_settings(block): some RunConfig keys, checked and typed by RunConfig, the names among them looked up;
 - check_name(kind, name): a data set, model, objective or evaluation suite is registered;
 - describe_selector(name, options): a selector entry's kind of run and the model outputs (view) it reads;
-- ignored_keys(kind): the RunConfig keys a kind of run ignores (sweeping one does not multiply that kind of run);
+- ignored_keys(kind, settings): the RunConfig keys a kind of run with those settings ignores (sweeping one does
+  not multiply that kind of run);
 - score_keys(adversarial): the RunConfig keys an `acs score` job depends on;
 - matched_epochs(settings, fraction): the epochs and milestones of a compute-matched full-data run;
 - stage_data(settings): one data set present (downloaded once where asked) and verified before any job reads it.
@@ -33,6 +34,7 @@ BASELINE, CORESET, SCORED = "baseline", "coreset", "scored"  # the other kinds o
 UNATTACKED = "vanilla"  # the objective without an attack: what `acs score` runs for clean proxy scores
 
 SCHEDULE_KEYS = ("kappa", "select_every", "selection", "select_anchor")  # what Schedule reads of a coreset run besides epochs, fraction
+RESELECTION_KEYS = ("select_every", "select_anchor")  # what only a dynamic selection reads
 
 _REGISTRIES = {"dataset": ("data", "DATASETS"), "model": ("models", "MODELS"), "objective": ("objectives", "OBJECTIVES"),
                "suite": ("suites", "SUITES")}
@@ -89,13 +91,18 @@ def describe_selector(name: str, options: dict[str, Any]) -> SelectorInfo:
     return SelectorInfo(name, dict(options), kind, selector.view)
 
 
-def ignored_keys(kind: str) -> tuple[str, ...]:
-    """The RunConfig keys a kind of run ignores: a run without a coreset the schedule's, a run without proxy scores
-    the proxy's; a compute-matched run reads kappa (matched_epochs turns it into its epochs). Imports acs_core.scores."""
+def ignored_keys(kind: str, settings: dict[str, Any] | None = None) -> tuple[str, ...]:
+    """The RunConfig keys a kind of run with these (merged) `settings` ignores: a run without a coreset the schedule's,
+    a run without proxy scores the proxy's, a static selection (selection: static, which selects once at the first
+    coreset epoch) the reselection's; a compute-matched run reads kappa (matched_epochs turns it into its epochs).
+    Imports acs_core.scores."""
     from .scores import PROXY_KEYS
 
-    return {BASELINE: (*SCHEDULE_KEYS, *PROXY_KEYS), COMPUTE_MATCHED: ("select_every", "selection", "select_anchor", *PROXY_KEYS),
-            CORESET: PROXY_KEYS, SCORED: ()}[kind]
+    ignored = {BASELINE: (*SCHEDULE_KEYS, *PROXY_KEYS), COMPUTE_MATCHED: (*RESELECTION_KEYS, "selection", *PROXY_KEYS),
+               CORESET: PROXY_KEYS, SCORED: ()}[kind]
+    if kind in (CORESET, SCORED) and (settings or {}).get("selection") == "static":
+        ignored = (*ignored, *RESELECTION_KEYS)
+    return ignored
 
 
 def score_keys(adversarial: bool) -> tuple[str, ...]:

@@ -219,6 +219,18 @@ def test_selector_entry_settings_reach_its_runs_only():
         Grid(grid_config(selectors={"m": {"selector": "compute_matched", "settings": {"kappa": 0.3}}}))
 
 
+def test_a_static_entry_is_not_multiplied_by_the_reselection_axes():
+    """A static selection selects once: sweeping select_every (or select_anchor) multiplies the dynamic random runs but
+    not random_static's, whose settings do not carry the key."""
+    grid = Grid(grid_config(selectors={"random": {}, "random_static": {"selector": "random", "settings": {"selection": "static"}}},
+                            sweep={"select_every": [2, 3]}, objectives={"pgd_linf": {}}, fractions=[0.5], seeds=[0]))
+    runs = [run for run in grid.runs.values() if run.selector != "full"]
+    assert sorted((run.selector, run.extras) for run in runs) == [
+        ("random", (("select_every", 2),)), ("random", (("select_every", 3),)), ("random_static", ())]
+    static = next(run for run in runs if run.selector == "random_static")
+    assert "select_every" not in grid.train_settings(static) and grid.train_settings(static)["selection"] == "static"
+
+
 @pytest.mark.parametrize("name, runs, scores", [("config.yaml", 18, 1), ("benchmark.yaml", 114, 3), ("paper.yaml", 120, 0),
                                                 ("proxy.yaml", 27, 0)])
 def test_shipped_grids_build_with_their_job_counts(name, runs, scores):

@@ -103,9 +103,16 @@ class Grid:
                     if label == api.FULL:
                         continue
                     for f in self.axis(d, "fractions"):
-                        run = Run(d, o, label, float(f), seed, _drop(point, api.ignored_keys(self.kind(label))))
+                        run = Run(d, o, label, float(f), seed, _drop(point, self.ignored(label, d, o, point)))
                         runs.setdefault(run.id, run)
         return runs
+
+    def ignored(self, label: str, dataset: str, objective: str, extras: Extras) -> tuple[str, ...]:
+        """The run keys a run of `label` ignores, as acs_core says for its kind and its merged settings with its entry's
+        (a static selection ignores select_every)."""
+        kind = self.kind(label)
+        entry = self.settings.selectors[label].settings if kind in (api.CORESET, api.SCORED) else {}
+        return api.ignored_keys(kind, {**self.merged(dataset, objective, extras), **entry})
 
     def baseline(self, run: Run) -> Run:
         return Run(run.dataset, run.objective, api.FULL, 1.0, run.seed, _drop(run.extras, api.ignored_keys(api.BASELINE)))
@@ -119,7 +126,8 @@ class Grid:
         """The `acs train` keys of a run (without out=), in a stable order."""
         kind = self.kind(run.selector)
         merged = self.merged(run.dataset, run.objective, run.extras)
-        s = {k: v for k, v in merged.items() if k not in api.ignored_keys(kind)}
+        ignored = self.ignored(run.selector, run.dataset, run.objective, run.extras)
+        s = {k: v for k, v in merged.items() if k not in ignored}
         if kind == api.BASELINE:
             s["selector"] = api.FULL
         elif kind == api.COMPUTE_MATCHED:
