@@ -4,7 +4,8 @@ restating it. workflow/ imports nothing else from acs_core.
 Cheap to import (no torch): the functions that need a registry import it when called.
 
 - run_settings(block): some RunConfig keys, checked and typed by RunConfig, the names among them looked up;
-- check_name(kind, name): a data set, model, objective or evaluation suite is registered;
+- registry(kind), check_name(kind, name): the one index of the engine's registries (data set, model, objective,
+  selector, evaluation suite), and whether a name is registered; scored_selectors(): the proxy-score selectors;
 - describe_selector(name, options): a selector entry's kind of run and the model outputs (view) it reads;
 - ignored_keys(kind, settings): the RunConfig keys a kind of run with those settings ignores (sweeping one does
   not multiply that kind of run);
@@ -24,9 +25,9 @@ from .schedule import CORESET as CORESET_EPOCH
 from .schedule import FULL as FULL_EPOCH
 from .schedule import Schedule
 
-__all__ = ["BASELINE", "COMPUTE_MATCHED", "CORESET", "FULL", "SCORED", "UNATTACKED", "ConfigError", "SelectorInfo",
-           "check_name", "describe_selector", "ignored_keys", "matched_epochs", "run_settings", "score_keys",
-           "stage_data"]
+__all__ = ["BASELINE", "COMPUTE_MATCHED", "CORESET", "FULL", "REGISTRIES", "SCORED", "UNATTACKED", "ConfigError",
+           "SelectorInfo", "check_name", "describe_selector", "ignored_keys", "matched_epochs", "registry", "run_settings",
+           "score_keys", "scored_selectors", "stage_data"]
 
 FULL = "full"  # the selector that trains every epoch on all data (RunConfig's default): a grid's shared baseline
 COMPUTE_MATCHED = "compute_matched"  # no registered selector: full data for the epoch-equivalents of a coreset run
@@ -36,8 +37,9 @@ UNATTACKED = "vanilla"  # the objective without an attack: what `acs score` runs
 SCHEDULE_KEYS = ("kappa", "select_every", "selection", "select_anchor")  # what Schedule reads of a coreset run besides epochs, fraction
 RESELECTION_KEYS = ("select_every", "select_anchor")  # what only a dynamic selection reads
 
-_REGISTRIES = {"dataset": ("data", "DATASETS"), "model": ("models", "MODELS"), "objective": ("objectives", "OBJECTIVES"),
-               "suite": ("suites", "SUITES")}
+# the one index of the engine's registries (kind -> module, name): the CLI's `acs list`, `acs submit`, the workflow
+REGISTRIES = {"dataset": ("data", "DATASETS"), "model": ("models", "MODELS"), "objective": ("objectives", "OBJECTIVES"),
+              "selector": ("selection", "SELECTORS"), "suite": ("suites", "SUITES")}
 NAMED = {"dataset": "dataset", "objective": "objective", "model": "model", "proxy_model": "model"}  # key -> registry
 
 
@@ -54,13 +56,24 @@ def run_settings(block: dict[str, Any]) -> dict[str, Any]:
     return typed
 
 
+def registry(kind: str) -> Any:
+    """The Registry of `kind` (dataset, model, objective, selector, suite). Imports its module (torch)."""
+    module, attr = REGISTRIES[kind]
+    return getattr(importlib.import_module(f".{module}", __package__), attr)
+
+
 def check_name(kind: str, name: str) -> None:
     """Raise ConfigError listing the valid names unless `name` is a registered `kind` (dataset, model, objective,
-    suite). Imports the registry's module (torch)."""
-    module, attr = _REGISTRIES[kind]
-    registry = getattr(importlib.import_module(f".{module}", __package__), attr)
-    if name not in registry:
-        raise ConfigError(f"unknown {registry.kind} {name!r}; valid: {', '.join(registry.names())}")
+    selector, suite). Imports the registry's module (torch)."""
+    names = registry(kind)
+    if name not in names:
+        raise ConfigError(f"unknown {names.kind} {name!r}; valid: {', '.join(names.names())}")
+
+
+def scored_selectors() -> list[str]:
+    """The selectors that rank per-sample proxy scores (`acs score` makes them). Imports the selectors (torch)."""
+    selectors = registry("selector")
+    return [name for name in selectors.names() if selectors.get(name).uses_scores]
 
 
 @dataclass(frozen=True)

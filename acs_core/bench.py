@@ -1,4 +1,5 @@
-"""`acs bench train`: samples/s of the engine's adversarial training step against a plain torchattacks loop.
+"""`acs bench train`: samples/s of the engine's adversarial training step against a plain torchattacks loop;
+`acs bench evaluate`: seconds per 1,000 test images of each evaluation suite on a run's model.
 
 The loops (the engine; with compile=true also the engine through torch.compile; the reference) run side by side in
 one process on the same rows (already on the device), from the same initial weights, with the same optimiser
@@ -11,7 +12,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import statistics
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -20,6 +23,8 @@ import torch.nn.functional as F
 
 from .compile import CompiledModel
 from .config import ConfigError, RunConfig
+from .evaluate import evaluate_run
+from .suites import SUITES
 from .timing import PhaseTimer
 from .runtime import make_optimizer
 from .train import AmpFactory, Experiment, build_experiment, train_epoch
@@ -179,4 +184,26 @@ def bench_train(cfg: RunConfig, batches: int, repeats: int) -> dict[str, Any]:
         figures[f"{loop}_peak_fraction"] = figures[f"{loop}_gflops"] / peak
         if loop != "reference":
             figures[f"{loop}_ratio"] = median[loop] / median["reference"]
+    return figures
+
+
+def bench_evaluate(run_dir: str | Path, suites: list[str], test_size: int | None, batch_size: int | None,
+                   device: str) -> dict[str, float]:
+    """Seconds per 1,000 test images of each suite on a run's model, its attack-strength check (a fixed subset, timed
+    apart) excluded (eval.json goes to a temporary folder, the run folder is untouched); prints one line per suite with
+    its per-attack seconds and the check's seconds, and returns {suite: s/1000}."""
+    for name in suites:
+        SUITES.get(name)
+    figures = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in suites:
+            res = evaluate_run(run_dir, name, batch_size, device, test_size, out=Path(tmp) / f"{name}.json", quiet=True)
+            n, check = res["test_samples"], res["strength_check"]
+            figures[name] = 1000.0 * (res["seconds"] - (check["seconds"] if check else 0.0)) / n
+            parts = ", ".join(f"{k} {1000.0 * a['seconds'] / n:.1f}" for k, a in res["attacks"].items())
+            env = res["environment"]
+            checked = f"; strength check {check['seconds']:.1f} s on {check['subset']} images" if check else ""
+            print(f"{name:<8} {figures[name]:9.1f} s per 1,000 images  ({n} images, {env['device']}"
+                  f"{'' if env['gpu'] is None else ' ' + env['gpu']}, {env['cpu_threads']} threads; attacks s/1000: {parts}; "
+                  f"robust {res['robust_acc']:.2f}%{checked})", flush=True)
     return figures

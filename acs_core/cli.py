@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from . import api
 from .config import ConfigError, RunConfig, load_config
 from .data import DataMissingError
 from .records import DivergedError, RunFolderError
@@ -18,14 +19,9 @@ USER_ERRORS = (ConfigError, UnknownNameError, DataMissingError, RunFolderError, 
 
 
 def _registries() -> dict[str, Registry]:
-    from .data import DATASETS
-    from .models import MODELS
-    from .objectives import OBJECTIVES
-    from .selection import SELECTORS
-    from .suites import SUITES
-
-    return {"datasets": DATASETS, "models": MODELS, "objectives": OBJECTIVES, "selectors": SELECTORS,
-            "evaluation suites": SUITES}
+    """Every registry of the engine's one index (acs_core.api.REGISTRIES), titled for `acs list`."""
+    titles = {"suite": "evaluation suites"}
+    return {titles.get(kind, f"{kind}s"): api.registry(kind) for kind in api.REGISTRIES}
 
 
 def _config_help() -> str:
@@ -128,7 +124,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def _add_score_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("score", help="proxy-train and write per-sample scores for easycore/grand/el2n/forgetting (out=FILE.npz)",
+    p = sub.add_parser("score", help=f"proxy-train and write per-sample scores for {'/'.join(api.scored_selectors())} (out=FILE.npz)",
                        epilog=_config_help(), formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Train proxy_inits proxies (proxy_model, proxy_epochs, proxy_lr; plain CE) on the training "
                                    "split given by the data keys and seed, record every sample's AIGN, EL2N, GraNd and "
@@ -143,7 +139,7 @@ def _add_score_parser(sub: argparse._SubParsersAction) -> None:
 
 def _bench_evaluate(args: argparse.Namespace) -> int:
     """`acs bench evaluate RUN_DIR`: seconds per 1,000 test images of each of --suites on the run's model."""
-    from .evaluate import bench_evaluate
+    from .bench import bench_evaluate
 
     if len(args.overrides) != 1 or ("=" in args.overrides[0] and not Path(args.overrides[0]).is_dir()):  # c=0.5/seed=0: a run
         raise ConfigError(f"bench evaluate: expected one RUN_DIR, got {args.overrides}; e.g. acs bench evaluate results/runs/default")

@@ -66,7 +66,7 @@ class RunConfig:
     select_every: int = field(default=20, metadata={"help": "reselect the coreset every T epochs"})
     select_anchor: str = field(default="warm_end", metadata={"help": "where reselection every select_every epochs counts from: warm_end (selections at warm_end, warm_end+T, ...) | zero (the ACS reference: at the multiples of T from epoch 0 that lie in the coreset phase; coreset epochs before the first one train on a uniform random subset with weights 1)"})
     selection: str = field(default="dynamic", metadata={"help": "dynamic: reselect every select_every epochs on the current model; static: select once at the first coreset epoch and keep that coreset"})
-    scores: str | None = field(default=None, metadata={"help": "per-sample proxy scores file from `acs score` for score-based selectors (easycore, grand, el2n, forgetting); none: computed in the run"})
+    scores: str | None = field(default=None, metadata={"help": "per-sample proxy scores file from `acs score` for the score-based selectors (those `acs score --help` names); none: computed in the run"})
     # proxy training behind the score-based selectors (`acs score`, or in the run when scores is not given)
     proxy_model: str | None = field(default=None, metadata={"help": "proxy architecture; default: the run's model"})
     proxy_epochs: int = field(default=10, metadata={"help": "epochs of each proxy training run (plain CE on the full training split)"})

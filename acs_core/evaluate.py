@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import pickle
-import tempfile
 import time
 from contextlib import contextmanager
 from fractions import Fraction
@@ -341,25 +340,3 @@ def evaluate_run(run_dir: str | Path, suite: str = "quick", batch_size: int | No
               "environment": environment(dev)}
     write_json(Path(out) if out is not None else run_dir / EVAL_FILE, result)
     return result
-
-
-def bench_evaluate(run_dir: str | Path, suites: list[str], test_size: int | None, batch_size: int | None,
-                   device: str) -> dict[str, float]:
-    """Seconds per 1,000 test images of each suite on a run's model, its attack-strength check (a fixed subset, timed
-    apart) excluded (eval.json goes to a temporary folder, the run folder is untouched); prints one line per suite with
-    its per-attack seconds and the check's seconds, and returns {suite: s/1000}."""
-    for name in suites:
-        SUITES.get(name)
-    figures = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in suites:
-            res = evaluate_run(run_dir, name, batch_size, device, test_size, out=Path(tmp) / f"{name}.json", quiet=True)
-            n, check = res["test_samples"], res["strength_check"]
-            figures[name] = 1000.0 * (res["seconds"] - (check["seconds"] if check else 0.0)) / n
-            parts = ", ".join(f"{k} {1000.0 * a['seconds'] / n:.1f}" for k, a in res["attacks"].items())
-            env = res["environment"]
-            checked = f"; strength check {check['seconds']:.1f} s on {check['subset']} images" if check else ""
-            print(f"{name:<8} {figures[name]:9.1f} s per 1,000 images  ({n} images, {env['device']}"
-                  f"{'' if env['gpu'] is None else ' ' + env['gpu']}, {env['cpu_threads']} threads; attacks s/1000: {parts}; "
-                  f"robust {res['robust_acc']:.2f}%{checked})", flush=True)
-    return figures

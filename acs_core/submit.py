@@ -22,10 +22,8 @@ import yaml
 from submitit.core.utils import FailedJobError, FailedSubmissionError, UncompletedJobError
 from submitit.helpers import DelayedSubmission
 
+from .api import NAMED, run_settings
 from .config import ConfigError, RunConfig
-from .data import DATASETS
-from .models import MODELS
-from .objectives import OBJECTIVES
 from .records import CHECKPOINT
 from .selection import build_selector
 
@@ -140,8 +138,7 @@ def expand_sweep(base: RunConfig, sweep: dict[str, list[Any]]) -> list[RunConfig
 
 def check_names(cfg: RunConfig) -> None:
     """Look up every registry name (and selector option) here, so a typo is refused before it reaches the queue."""
-    for registry, name in ((DATASETS, cfg.dataset), (MODELS, cfg.model), (OBJECTIVES, cfg.objective)):
-        registry.get(name)
+    run_settings({key: getattr(cfg, key) for key in NAMED})  # dataset, objective, model, proxy_model
     build_selector(cfg.selector, cfg.selector_opts)
 
 

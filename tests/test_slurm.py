@@ -299,7 +299,7 @@ def test_snakemake_job_asking_for_too_many_gpus_fails_at_once(cluster, tmp_path)
 def test_bad_input_is_refused_before_anything_is_submitted(tmp_path, capsys):
     from acs_core.cli import main
 
-    for args in (["selector=nope"], ["--sweep", "fraction"], ["--sweep", "fraction=2,0.5"], ["--mem", "3X"],
+    for args in (["selector=nope"], ["proxy_model=nope"], ["--sweep", "fraction"], ["--sweep", "fraction=2,0.5"], ["--mem", "3X"],
                  ["--time", "soon"]):
         assert main(["submit", *args, f"out={tmp_path}/r", f"--folder={tmp_path}/logs"]) == 2, args
         err = capsys.readouterr().err
