@@ -79,6 +79,17 @@ def test_per_batch_selects_whole_batches_with_shared_weights(fmnist_setup):
     # each class (60 candidates, budget 30) contributes 3 whole batches of 10
     assert torch.bincount(ctx.candidates.y[core.indices], minlength=10).tolist() == [30] * 10
     assert len(torch.unique(core.weights)) > 1  # different batches carry different weights: they matter in the loss
+    assert core.info["size_rule"].startswith("whole batches of 10") and core.info["budget"] == ctx.budget
+
+
+def test_per_batch_size_rule_is_whole_batches_within_a_batch_of_the_budget(fmnist_setup):
+    """Label-agnostic batches of 32 of the 600 candidates (18 of 32, one of 24) at budget 180: ceil(180 / 32) = 6 whole
+    batches, 192 rows (12 over, less than one batch), as the contract and the coreset's info state; the per-sample
+    variant keeps the exact budget."""
+    ctx = _ctx(fmnist_setup, "pgd_linf", 0.3)
+    core = build_selector("gradmatch", {"granularity": "batch", "batch": 32, "class_balanced": False}).select(ctx)
+    assert ctx.budget == 180 and abs(len(core.indices) - ctx.budget) < 32 and len(core.indices) in (6 * 32, 5 * 32 + 24)
+    assert "size_rule" not in build_selector("gradmatch", {}).select(ctx).info
 
 
 @pytest.mark.parametrize("objective", ["pgd_linf", "trades"])

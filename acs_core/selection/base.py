@@ -88,7 +88,10 @@ class Selector(ABC):
 
     @abstractmethod
     def select(self, ctx: SelectionContext) -> Coreset:
-        """The coreset of this selection: exactly ctx.budget distinct candidate rows with weights > 0."""
+        """The coreset of this selection: exactly ctx.budget distinct candidate rows with weights > 0 - except at
+        per-batch granularity (GradientMatching), whose atoms are whole batches: ceil(k / batch) of them per group of
+        budget k, so the coreset holds their rows, up to batch - 1 more or fewer than k (a group's last batch may be
+        short), as the reference's CRAIGPB / GradMatchPB; its info records that rule (`size_rule`)."""
 
 
 @dataclass

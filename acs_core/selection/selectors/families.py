@@ -192,4 +192,7 @@ class GradientMatching(ModelSelector):
         }
         if ctx.previous is not None:  # the coreset in use until now, at the current model
             out["previous_matching_error"] = matching_error(data, ctx.previous.indices, ctx.previous.weights)
+        if self.granularity == "batch":  # Selector.select's per-batch size rule, with what it gave against the budget
+            out["size_rule"] = f"whole batches of {self.batch}: ceil(k / {self.batch}) per group of budget k"
+            out["budget"] = ctx.budget
         return out
