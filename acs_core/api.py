@@ -13,14 +13,24 @@ Cheap to import (no torch): the functions that need a registry import it when ca
 - matched_epochs(settings, fraction): the epochs and milestones of a compute-matched full-data run;
 - stage_data(settings): one data set present (downloaded once where asked) and verified before any job reads it.
 Every error is a ConfigError whose one-line message names the key and the fix.
+
+The registry answers (check_name, describe_selector) are kept on disk per version of acs_core's source (FacadeMemo),
+so that parsing a workflow imports torch only the first time a name is asked about.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import importlib
+import importlib.metadata
+import json
+import os
+import tempfile
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
-from .config import ConfigError, RunConfig
+from .config import ATTACK_KEYS, PROXY_KEYS, SCORE_KEYS, ConfigError, RunConfig
 from .schedule import CORESET as CORESET_EPOCH
 from .schedule import FULL as FULL_EPOCH
 from .schedule import Schedule
@@ -56,6 +66,56 @@ def run_settings(block: dict[str, Any]) -> dict[str, Any]:
     return typed
 
 
+class FacadeMemo:
+    """The facade's registry answers on disk ($ACS_CACHE_DIR, else $XDG_CACHE_HOME/acs-bench or ~/.cache/acs-bench:
+    facade-KEY.json), KEY a digest of
+    acs_core's source files (path, size, mtime) and torch's version: a changed engine starts a new file. Only answers
+    are kept, never errors (a name registered later is then found). Writes are atomic renames, so concurrent parses
+    lose at most an entry, which the next parse computes again."""
+
+    def __init__(self) -> None:
+        self._answers: dict[str, Any] | None = None
+        self._path: Path | None = None
+
+    def path(self) -> Path:
+        if self._path is None:
+            package = Path(__file__).resolve().parent
+            stats = sorted((str(p.relative_to(package)), p.stat().st_size, p.stat().st_mtime_ns) for p in package.rglob("*.py"))
+            try:
+                torch_version = importlib.metadata.version("torch")
+            except importlib.metadata.PackageNotFoundError:
+                torch_version = None
+            key = hashlib.sha256(json.dumps([stats, torch_version]).encode()).hexdigest()[:16]
+            root = Path(os.environ.get("ACS_CACHE_DIR") or
+                        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "acs-bench")
+            self._path = root / f"facade-{key}.json"
+        return self._path
+
+    def __call__(self, key: str, compute: Callable[[], Any]) -> Any:
+        if self._answers is None:
+            try:
+                self._answers = json.loads(self.path().read_text())
+            except (OSError, ValueError):
+                self._answers = {}
+        if key not in self._answers:
+            self._answers[key] = compute()  # a ConfigError propagates, unkept
+            self._save()
+        return self._answers[key]
+
+    def _save(self) -> None:
+        try:
+            self.path().parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path().parent, suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                json.dump(self._answers, f)
+            os.replace(tmp, self.path())
+        except OSError:  # a read-only home: the answers hold for this process only
+            pass
+
+
+_MEMO = FacadeMemo()
+
+
 def registry(kind: str) -> Any:
     """The Registry of `kind` (dataset, model, objective, selector, suite). Imports its module (torch)."""
     module, attr = REGISTRIES[kind]
@@ -64,10 +124,13 @@ def registry(kind: str) -> Any:
 
 def check_name(kind: str, name: str) -> None:
     """Raise ConfigError listing the valid names unless `name` is a registered `kind` (dataset, model, objective,
-    selector, suite). Imports the registry's module (torch)."""
-    names = registry(kind)
-    if name not in names:
-        raise ConfigError(f"unknown {names.kind} {name!r}; valid: {', '.join(names.names())}")
+    selector, suite). Imports the registry's module (torch) unless the answer is on disk (FacadeMemo)."""
+    def check() -> None:
+        names = registry(kind)
+        if name not in names:
+            raise ConfigError(f"unknown {names.kind} {name!r}; valid: {', '.join(names.names())}")
+
+    _MEMO(json.dumps(["name", kind, name]), check)
 
 
 def scored_selectors() -> list[str]:
@@ -89,7 +152,13 @@ class SelectorInfo:
 
 def describe_selector(name: str, options: dict[str, Any]) -> SelectorInfo:
     """The SelectorInfo of registry name `name` with `options` (or of COMPUTE_MATCHED, which has none); an unknown
-    name or option raises ConfigError. Imports the selectors (torch)."""
+    name or option raises ConfigError. Imports the selectors (torch) unless the answer is on disk (FacadeMemo)."""
+    key = json.dumps(["selector", name, options], sort_keys=True, default=repr)
+    return SelectorInfo(**_MEMO(key, lambda: dataclasses.asdict(_describe_selector(name, options))))
+
+
+def _describe_selector(name: str, options: dict[str, Any]) -> SelectorInfo:
+    """describe_selector, computed."""
     if name == COMPUTE_MATCHED:
         if options:
             raise ConfigError(f"options: {COMPUTE_MATCHED} has no options; remove them")
@@ -107,10 +176,7 @@ def describe_selector(name: str, options: dict[str, Any]) -> SelectorInfo:
 def ignored_keys(kind: str, settings: dict[str, Any] | None = None) -> tuple[str, ...]:
     """The RunConfig keys a kind of run with these (merged) `settings` ignores: a run without a coreset the schedule's,
     a run without proxy scores the proxy's, a static selection (selection: static, which selects once at the first
-    coreset epoch) the reselection's; a compute-matched run reads kappa (matched_epochs turns it into its epochs).
-    Imports acs_core.scores."""
-    from .scores import PROXY_KEYS
-
+    coreset epoch) the reselection's; a compute-matched run reads kappa (matched_epochs turns it into its epochs)."""
     ignored = {BASELINE: (*SCHEDULE_KEYS, *PROXY_KEYS), COMPUTE_MATCHED: (*RESELECTION_KEYS, "selection", *PROXY_KEYS),
                CORESET: PROXY_KEYS, SCORED: ()}[kind]
     if kind in (CORESET, SCORED) and (settings or {}).get("selection") == "static":
@@ -120,9 +186,7 @@ def ignored_keys(kind: str, settings: dict[str, Any] | None = None) -> tuple[str
 
 def score_keys(adversarial: bool) -> tuple[str, ...]:
     """The RunConfig keys an `acs score` job depends on (acs_core.scores): those that shape the scores file, with the
-    objective's attack keys when `adversarial`, and where the job reads its data and runs. Imports acs_core.scores."""
-    from .scores import ATTACK_KEYS, SCORE_KEYS
-
+    objective's attack keys when `adversarial`, and where the job reads its data and runs."""
     return (*SCORE_KEYS, *(ATTACK_KEYS if adversarial else ()))
 
 

@@ -15,6 +15,17 @@ from typing import Any
 import yaml
 
 
+# which run keys shape a proxy-scores file (acs_core.scores; here, torch-free, for the workflow's facade)
+PROXY_KEYS = ("proxy_model", "proxy_epochs", "proxy_lr", "proxy_inits")  # the proxy's own training keys
+# run keys a scores file records (`settings`, with the seed); proxy_model, proxy_lr and augment as resolved
+RECORDED_KEYS = ("dataset", "train_size", "val_size", "data_seed", "augment", "batch_size", "momentum", "weight_decay",
+                 *PROXY_KEYS)
+# run keys that shape a scores file: the recorded ones, the run keys they default from (model, lr), and where its
+# job reads the data and runs
+SCORE_KEYS = (*RECORDED_KEYS, "model", "lr", "data_dir", "download", "test_size", "device", "eval_batch_size")
+ATTACK_KEYS = ("eps", "alpha", "attack_steps", "beta")  # with the objective: what shapes adversarial scores
+
+
 class ConfigError(ValueError):
     """A bad configuration value; the message names the field and how to fix it (the CLI exits with 2)."""
 

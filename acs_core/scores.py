@@ -3,7 +3,7 @@
 One file per (data split, proxy settings, seed) serves every fraction, objective and selector: rows are aligned by
 `dataset_index`, clean scores do not depend on the objective, and adversarial scores carry the exact objective they
 were made with (a run with a different objective is refused for view=adversarial). `settings` is a file's identity;
-SCORE_KEYS (and ATTACK_KEYS for adversarial scores) are the run keys that shape it, so a workflow knows which keys a
+SCORE_KEYS (and ATTACK_KEYS for adversarial scores; both in acs_core.config) are the run keys that shape it, so a workflow knows which keys a
 score job depends on without restating them.
 """
 from __future__ import annotations
@@ -17,20 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import ConfigError, RunConfig
+from .config import RECORDED_KEYS, ConfigError, RunConfig
 from .data import DataBundle, Split
 from .objectives import Objective
 from .records import _atomic
 
 SCHEMA = "acs-scores/1"
-PROXY_KEYS = ("proxy_model", "proxy_epochs", "proxy_lr", "proxy_inits")  # the proxy's own training keys
-# run keys a scores file records (`settings`, with the seed); proxy_model, proxy_lr and augment as resolved
-RECORDED_KEYS = ("dataset", "train_size", "val_size", "data_seed", "augment", "batch_size", "momentum", "weight_decay",
-                 *PROXY_KEYS)
-# run keys that shape a scores file: the recorded ones, the run keys they default from (model, lr), and where its
-# job reads the data and runs
-SCORE_KEYS = (*RECORDED_KEYS, "model", "lr", "data_dir", "download", "test_size", "device", "eval_batch_size")
-ATTACK_KEYS = ("eps", "alpha", "attack_steps", "beta")  # with the objective: what shapes adversarial scores
 
 
 @dataclass

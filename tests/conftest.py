@@ -1,8 +1,15 @@
 """Shared fixtures: tiny models and data that make the tests fast and deterministic."""
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 import torch
+
+# the facade's on-disk answers (acs_core.api.FacadeMemo) of this session apart from the user's: tests register
+# selectors in-process that no other process knows
+os.environ["ACS_CACHE_DIR"] = tempfile.mkdtemp(prefix="acs-test-cache-")
 
 from acs_core.models import build_model
 

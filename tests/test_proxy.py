@@ -14,7 +14,8 @@ from acs_core.config import ConfigError, RunConfig
 from acs_core.data import load_data
 from acs_core.objectives import build_objective
 from acs_core.proxy import compute_scores
-from acs_core.scores import ATTACK_KEYS, SCORE_KEYS as SHAPING_KEYS, load_scores, save_scores, settings
+from acs_core.config import ATTACK_KEYS, SCORE_KEYS as SHAPING_KEYS
+from acs_core.scores import load_scores, save_scores, settings
 from acs_core.selection import SelectionContext, build_selector
 from acs_core.timing import PhaseTimer
 from acs_core.train import run

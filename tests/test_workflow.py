@@ -893,3 +893,19 @@ def test_a_worked_sweep_axis(tmp_path):
         assert f"{folder}metrics.json" in out, folder
     counts = job_counts(subprocess.CompletedProcess([], 0, dry("{kappa: [0.3, 0.5]}"), ""))
     assert counts["train"] == 2 * 16 + 2  # 16 coreset runs per kappa, 2 full runs (one per objective, seed 0)
+
+
+def test_a_second_parse_of_a_grid_imports_no_torch(tmp_path):
+    """The facade keeps its registry answers on disk per version of acs_core: the first process that builds a grid
+    imports torch to answer them, the next one (a later `snakemake -n`) reads them and never imports torch."""
+    import os
+
+    probe = ("import sys, yaml; sys.path.insert(0, {scripts!r}); from grid import Grid; "
+             "Grid(yaml.safe_load(open({config!r}).read())); print('torch' in sys.modules)")
+    code = probe.format(scripts=str(ROOT / "workflow" / "scripts"), config=str(ROOT / "config" / "proxy.yaml"))
+    env = {**os.environ, "ACS_CACHE_DIR": str(tmp_path / "cache")}
+    first, second = (subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+                     for _ in range(2))
+    assert first.returncode == 0 and second.returncode == 0, first.stderr[-2000:] + second.stderr[-2000:]
+    assert (first.stdout.strip(), second.stdout.strip()) == ("True", "False")
+    assert len(list((tmp_path / "cache").glob("facade-*.json"))) == 1
