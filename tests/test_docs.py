@@ -139,16 +139,19 @@ def test_a_grid_called_the_same_set_up_has_the_same_defaults():
 
 CODE_NAME = re.compile(r"`([A-Z][A-Z0-9]*_[A-Z0-9_]+|[A-Z]{4,})`")  # SCHEDULE_KEYS, PROXY_KEYS, ...
 PATH = re.compile(r"`((?:tests|acs_core|workflow|benchmarks|scripts)/[\w./-]+\.(?:py|smk|yaml))`")
-SOURCES = "\n".join(p.read_text() for d in ("acs_core", "workflow", "tests", "benchmarks", "scripts")
-                    for p in (ROOT / d).rglob("*") if p.suffix in (".py", ".smk", ".sh"))
+SOURCES = "\n".join(p.read_text() for d in ("acs_core", "workflow", "tests", "benchmarks", "scripts", "slurm")
+                    for p in (ROOT / d).rglob("*") if p.suffix in (".py", ".smk", ".sh", ".yaml"))
+NOT_OURS = re.compile(r"(OMP|OPENBLAS|MKL)_\w+")  # other libraries' environment variables
+TO_BE_WRITTEN = {"docs/extending.md": {"acs_core/selection/selectors/loss.py"}}  # the worked example's new file
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_every_path_and_code_name_a_doc_mentions_exists(doc):
     text = doc.read_text()
-    missing = [p for p in PATH.findall(text) if not (ROOT / p).exists()]
+    new = TO_BE_WRITTEN.get(doc.relative_to(ROOT).as_posix(), set())
+    missing = [p for p in PATH.findall(text) if not (ROOT / p).exists() and p not in new]
     assert not missing, f"{doc.name} names files that do not exist: {missing}"
-    unknown = [n for n in set(CODE_NAME.findall(text)) if not re.search(rf"\b{n}\b", SOURCES)]
+    unknown = [n for n in set(CODE_NAME.findall(text)) if not re.search(rf"\b{n}\b", SOURCES) and not NOT_OURS.fullmatch(n)]
     assert not unknown, f"{doc.name} names code that does not exist: {unknown}"
 
 
