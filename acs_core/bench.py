@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .compile import CompiledModel
+from .compile import CompiledModel, frozen
 from .config import ConfigError, RunConfig
 from .evaluate import evaluate_run
 from .suites import SUITES
@@ -79,19 +79,26 @@ def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int
     return 2 * n ** 3 / min(_timed(device, lambda: a @ b) for _ in range(repeats)) / 1e9
 
 
-def flops_per_sample(model: nn.Module, cfg: RunConfig, attack: Any, batch: tuple[torch.Tensor, torch.Tensor],
-                     amp: AmpFactory) -> float:
-    """Floating-point operations of one PGD training step per sample (the attack's forward and input-gradient passes,
-    the update's forward and backward), counted by torch.utils.flop_counter on one batch of a copy of the model: the
-    same math every loop of the benchmark does."""
+def flops_per_sample(model: nn.Module, steps: int, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
+    """Floating-point operations of one PGD training step per sample, counted by torch.utils.flop_counter on one batch
+    of a copy of the model: `steps` attack steps (a forward pass and the input's gradient, eval mode, parameters frozen)
+    and the update (a forward pass and every gradient, train mode) - the same math every loop of the benchmark does."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    twin = copy.deepcopy(model)
-    counted = type(attack)(twin, eps=attack.eps, alpha=attack.alpha, steps=attack.steps, random_start=True)
-    with FlopCounterMode(display=False) as counter:
-        _reference_pass(twin, make_optimizer(twin, cfg), counted, [batch], amp,
-                        torch.amp.GradScaler(batch[0].device.type, enabled=False))
-    return counter.get_total_flops() / len(batch[1])
+    twin, (x, y) = copy.deepcopy(model), batch
+
+    def counted(fn: Callable[[], object]) -> int:
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        return counter.get_total_flops()
+
+    def attack_step() -> None:
+        F.cross_entropy(twin.eval()(x.clone().requires_grad_(True)), y).backward()
+
+    with frozen(twin):
+        step = counted(attack_step)
+    update = counted(lambda: F.cross_entropy(twin.train()(x), y).backward())
+    return (steps * step + update) / len(y)
 
 
 def bench_train(cfg: RunConfig, batches: int, repeats: int) -> dict[str, Any]:
@@ -154,7 +161,7 @@ def bench_train(cfg: RunConfig, batches: int, repeats: int) -> dict[str, Any]:
             rates[name].append(n / _timed(device, loop))
     median = {name: statistics.median(r) for name, r in rates.items()}
     compiled = isinstance(exp.train_model, CompiledModel) and exp.train_model.compiled is not None
-    flops = flops_per_sample(ref_model, cfg, attack, ref_batches[0], exp.amp)
+    flops = flops_per_sample(ref_model, objective.steps, ref_batches[0])
     peak = matmul_peak(device, {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp, torch.float32))
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"

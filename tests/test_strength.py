@@ -191,6 +191,7 @@ def test_labels_name_the_attacks_behind_robust_acc():
     assert {name: SUITES.get(name).label("linf") for name in SUITES.names()} == {
         "quick": "PGD-20", "paper": "PGD-50x10", "paper_trades": "PGD-50x20", "apgd": "APGD-CE+APGD-DLR+PGD-20",
         "paper_apgd": "APGD-CE+APGD-DLR+PGD-20+PGD-50x10", "paper_trades_apgd": "APGD-CE+APGD-DLR+PGD-20+PGD-50x20",
+        "paper_l2": "PGD-50x10", "paper_l2_apgd": "APGD-CE+APGD-DLR+PGD-20+PGD-50x10",
         "full": "FGSM+PGD-20+PGD-50x10+AutoAttack",
         "perceptual": "PPGD-10+LPA-10+PGD-20 l_inf+PGD-20 l_2+Flow-20+Rotation",
         "perceptual_paper": "PPGD-40+LPA-40+AutoAttack l_inf+AutoAttack l_2+Flow-100+Rotation"}

@@ -254,9 +254,9 @@ def test_source_run_reranks_the_current_model_at_every_dynamic_selection(monkeyp
     statistic computed directly on the model of that epoch, and no proxy is trained."""
     seen = []
 
-    def spy(exp, timer, epoch, previous):
+    def spy(exp, timer, epoch, previous, selector=None):
         model = copy.deepcopy(exp.model).eval()
-        coreset = select(exp, timer, epoch, previous)
+        coreset = select(exp, timer, epoch, previous, selector)
         seen.append((model, exp.data.train, coreset))
         return coreset
 

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
-from acs_core.api import COMPUTE_MATCHED
+from acs_core import api
 from intervals import MARK, binomial_se, excludes_zero, half_width, holm, mde, paired_p
 
 from mark_failed import FAILED, score_marker
@@ -182,7 +182,7 @@ def with_partner(df: pd.DataFrame, axes: list[str], label: str | None, prefix: s
 
 def matched_label(records: pd.DataFrame) -> str | None:
     """The selector label of the grid's compute-matched full-data baseline, if it has one."""
-    labels = records.loc[_ensure(records, ["method"])["method"] == COMPUTE_MATCHED, "selector"]
+    labels = records.loc[_ensure(records, ["method"])["method"] == api.COMPUTE_MATCHED, "selector"]
     return labels.iloc[0] if len(labels) else None
 
 
