@@ -4,6 +4,7 @@ accuracies are exact, evaluation is fp32, eval.json is complete, and bad input i
 torchattacks or pyautoattack skip without them."""
 from __future__ import annotations
 
+import copy
 import json
 import sys
 
@@ -386,7 +387,8 @@ def test_compiled_evaluation_agrees_with_eager(model_and_test, monkeypatch):
     real = torch.compile
     compiled_calls = []
     monkeypatch.setattr(torch, "compile", lambda fn: compiled_calls.append(fn) or real(fn, backend="aot_eager"))
-    model, test = model_and_test
+    shared, test = model_and_test
+    model = copy.deepcopy(shared)  # compiling leaves dynamo's state on the module: keep the session's model out of it
     results = [evaluate_model(model, test, SUITES.get("quick"), "linf", 0.1, EPS, CPU, 50, seed=3, quiet=True,
                               strength_subset=60, compile=flag) for flag in (False, True)]
     eager, compiled = results
