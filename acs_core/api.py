@@ -44,8 +44,8 @@ COMPUTE_MATCHED = "compute_matched"  # no registered selector: full data for the
 BASELINE, CORESET, SCORED = "baseline", "coreset", "scored"  # the other kinds of run: full data, a coreset, proxy scores
 UNATTACKED = "vanilla"  # the objective without an attack: what `acs score` runs for clean proxy scores
 
-SCHEDULE_KEYS = ("kappa", "select_every", "selection", "select_anchor")  # what Schedule reads of a coreset run besides epochs, fraction
 RESELECTION_KEYS = ("select_every", "select_anchor")  # what only a dynamic selection reads
+SCHEDULE_KEYS = ("kappa", "selection", *RESELECTION_KEYS)  # what Schedule reads of a coreset run besides epochs, fraction
 
 # the one index of the engine's registries (kind -> module, name): the CLI's `acs list`, `acs submit`, the workflow
 REGISTRIES = {"dataset": ("data", "DATASETS"), "model": ("models", "MODELS"), "objective": ("objectives", "OBJECTIVES"),
@@ -68,8 +68,8 @@ def run_settings(block: dict[str, Any]) -> dict[str, Any]:
 
 class FacadeMemo:
     """The facade's registry answers on disk ($ACS_CACHE_DIR, else $XDG_CACHE_HOME/acs-bench or ~/.cache/acs-bench:
-    facade-KEY.json), KEY a digest of
-    acs_core's source files (path, size, mtime) and torch's version: a changed engine starts a new file. Only answers
+    facade-KEY.json), KEY a digest of acs_core's source files (path, size, mtime) and torch's version: a changed engine
+    starts a new file. Only answers
     are kept, never errors (a name registered later is then found). Writes are atomic renames, so concurrent parses
     lose at most an entry, which the next parse computes again."""
 
