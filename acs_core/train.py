@@ -22,12 +22,14 @@ from .metrics import accuracy
 from .models import Classifier, build_model
 from .objectives import Objective, build_objective, weighted_mean
 from .proxy import check_proxy_model, compute_scores
-from .records import (CHECKPOINT, FAILED, METRICS, SCHEMA_VERSION, DivergedError, RunFolderError, read_metrics,
+from .records import (CHECKPOINT, FAILED, SCHEMA_VERSION, DivergedError, RunFolderError, read_metrics,
                       run_folder_lock, save_coreset, save_divergence, save_model, torch_save, write_json)
 from .runtime import environment, epoch_seed, make_optimizer, resolve_device
 from .schedule import FULL, SKIP, Schedule, learning_rate
 from .scores import ProxyScores, load_scores
 from .selection import Coreset, SelectionContext, Selector, build_selector
+from .selection.budgets import coreset_size
+from .summary import METRICS
 from .timing import PhaseTimer
 
 
@@ -165,7 +167,7 @@ def select_coreset(exp: Experiment, timer: PhaseTimer, epoch: int, previous: Cor
         if selector.uses_scores and exp.scores is None:
             with timer("selection_proxy"):
                 exp.scores = compute_scores(cfg, exp.data, exp.objective, exp.device, meter=timer)
-        ctx = SelectionContext(exp.model, exp.objective, exp.data.train, max(1, round(cfg.fraction * len(exp.data.train))),
+        ctx = SelectionContext(exp.model, exp.objective, exp.data.train, coreset_size(cfg.fraction, len(exp.data.train)),
                                cfg.fraction, exp.data.spec.num_classes, torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch)),
                                exp.device, cfg.batch_size, timer, epoch, exp.data.val, exp.scores, learning_rate(cfg, epoch),
                                previous)

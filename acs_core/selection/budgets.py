@@ -1,4 +1,5 @@
-"""The budget policy: how a selection's budget is split over groups of candidates (per class, or one global group)."""
+"""The budget policy, the one place that turns a coreset fraction into row counts: the selection's budget (coreset_size)
+and its split over groups of candidates (per class, or one global group)."""
 from __future__ import annotations
 
 import math
@@ -6,6 +7,11 @@ import math
 import torch
 
 from ..data import sample_per_class
+
+
+def coreset_size(fraction: float, n: int) -> int:
+    """The budget of a selection among `n` candidate rows: round(fraction * n), at least one row."""
+    return max(1, round(fraction * n))
 
 
 def class_budgets(y: torch.Tensor, fraction: float, total: int) -> dict[int, int]:
