@@ -11,7 +11,14 @@ Cheap to import (no torch): the functions that need a registry import it when ca
   not multiply that kind of run);
 - score_keys(adversarial): the RunConfig keys an `acs score` job depends on;
 - matched_epochs(settings, fraction): the epochs and milestones of a compute-matched full-data run;
-- stage_data(settings): one data set present (downloaded once where asked) and verified before any job reads it.
+- stage_data(settings): one data set present (downloaded once where asked) and verified before any job reads it;
+- GRID_KEYS, check_axis(key, value): the RunConfig keys the grid sets per run, and whether an axis value is in range;
+- train_settings(info, merged, fraction): the `acs train` keys of one run of a selector entry;
+- command_args(settings), evaluate_args(...), format_value(value): each job's command line (`acs train`, `acs score`,
+  the data rule, `acs evaluate`), the one text form of a value (command lines and folder names) and parse_value(key,
+  text), its reading back (YAML, 1e-3 a float);
+- run_record(folder), curve_rows(folder): a run folder's metrics.json and eval.json as one flat row, and its curves;
+  read_json(path): a JSON file the engine or the workflow wrote, None where it is missing or half-written.
 Every error is a ConfigError whose one-line message names the key and the fix.
 
 The registry answers (check_name, describe_selector) are kept on disk per version of acs_core's source (FacadeMemo),
@@ -30,14 +37,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import ATTACK_KEYS, PROXY_KEYS, SCORE_KEYS, ConfigError, RunConfig
+from .config import (ATTACK_KEYS, PROXY_KEYS, SCORE_KEYS, ConfigError, RunConfig, format_value, parse_value,
+                     to_overrides)
+from .summary import curve_rows, read_json, run_record
 from .schedule import CORESET as CORESET_EPOCH
 from .schedule import FULL as FULL_EPOCH
 from .schedule import Schedule
 
-__all__ = ["BASELINE", "COMPUTE_MATCHED", "CORESET", "FULL", "REGISTRIES", "SCORED", "UNATTACKED", "ConfigError",
-           "SelectorInfo", "check_name", "describe_selector", "ignored_keys", "matched_epochs", "registry", "run_settings",
-           "score_keys", "scored_selectors", "stage_data"]
+__all__ = ["BASELINE", "COMPUTE_MATCHED", "CORESET", "FULL", "GRID_KEYS", "REGISTRIES", "SCORED", "UNATTACKED",
+           "ConfigError", "SelectorInfo", "check_axis", "check_name", "command_args", "curve_rows", "describe_selector",
+           "evaluate_args", "format_value", "ignored_keys", "matched_epochs", "parse_value", "read_json", "registry", "run_record", "run_settings",
+           "score_keys", "scored_selectors", "stage_data", "train_settings"]
 
 FULL = "full"  # the selector that trains every epoch on all data (RunConfig's default): a grid's shared baseline
 COMPUTE_MATCHED = "compute_matched"  # no registered selector: full data for the epoch-equivalents of a coreset run
@@ -51,6 +61,8 @@ SCHEDULE_KEYS = ("kappa", "selection", *RESELECTION_KEYS)  # what Schedule reads
 REGISTRIES = {"dataset": ("data", "DATASETS"), "model": ("models", "MODELS"), "objective": ("objectives", "OBJECTIVES"),
               "selector": ("selection", "SELECTORS"), "suite": ("suites", "SUITES")}
 NAMED = {"dataset": "dataset", "objective": "objective", "model": "model", "proxy_model": "model"}  # key -> registry
+AXES = ("dataset", "objective", "selector", "selector_opts", "fraction", "seed")  # what a run of the grid is a point of
+GRID_KEYS = (*AXES, "out", "quiet", "scores")  # RunConfig keys the grid sets for every run: no settings block holds them
 
 
 def run_settings(block: dict[str, Any]) -> dict[str, Any]:
@@ -64,6 +76,11 @@ def run_settings(block: dict[str, Any]) -> dict[str, Any]:
             except ConfigError as err:
                 raise ConfigError(f"{key}: {err}") from None
     return typed
+
+
+def check_axis(key: str, value: Any) -> None:
+    """Raise ConfigError unless `value` is a valid value of RunConfig key `key` (a grid axis: fraction, seed)."""
+    RunConfig.from_dict({key: value})
 
 
 class FacadeMemo:
@@ -182,6 +199,31 @@ def ignored_keys(kind: str, settings: dict[str, Any] | None = None) -> tuple[str
     if kind in (CORESET, SCORED) and (settings or {}).get("selection") == "static":
         ignored = (*ignored, *RESELECTION_KEYS)
     return ignored
+
+
+def train_settings(info: SelectorInfo, merged: dict[str, Any], fraction: float) -> dict[str, Any]:
+    """The RunConfig keys of one run of the selector entry `info` at `fraction` with the `merged` settings of its data
+    set, objective and sweep point (without the axes dataset, objective, seed): the keys its kind ignores left out;
+    a compute-matched run is full-data training for matched_epochs (its kappa already spent on them)."""
+    kept = {k: v for k, v in merged.items() if k not in ignored_keys(info.kind, {**merged, **info.settings})}
+    if info.kind == BASELINE:
+        return {**kept, "selector": FULL}
+    if info.kind == COMPUTE_MATCHED:
+        kept.pop("kappa", None)
+        return {**kept, "selector": FULL, **matched_epochs(merged, fraction)}
+    return {**kept, **info.settings, "selector": info.name, "fraction": fraction, "selector_opts": info.options}
+
+
+def command_args(settings: dict[str, Any]) -> list[str]:
+    """The `key=value` arguments of `acs train` / `acs score` (and of the data rule) for these RunConfig settings,
+    selector options as selector.KEY=VALUE."""
+    return to_overrides(settings)
+
+
+def evaluate_args(suite: str, test_size: int, batch_size: int, fgsm_eps: list[float] | None = None) -> list[str]:
+    """The options of `acs evaluate RUN_DIR` (acs_core.cli) for a suite, test subset size, batch size and FGSM sweep."""
+    args = ["--suite", suite, "--test-size", str(test_size), "--batch-size", str(batch_size)]
+    return args + (["--fgsm-eps", ",".join(map(str, fgsm_eps))] if fgsm_eps else [])
 
 
 def score_keys(adversarial: bool) -> tuple[str, ...]:

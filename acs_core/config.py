@@ -201,6 +201,26 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     raise ConfigError(f"{key}: expected {getattr(annotation, '__name__', annotation)}, got {value!r}")
 
 
+SELECTOR_OPTION = "selector."  # the prefix of a selector option on the command line: selector.KEY=VALUE
+
+
+def selector_option(key: str) -> str | None:
+    """The option name of a `selector.KEY` argument key, None for any other key."""
+    return key[len(SELECTOR_OPTION):] if key.startswith(SELECTOR_OPTION) else None
+
+
+def format_value(value: Any) -> str:
+    """A value as the command line and folder names write it: strings as they are, anything else as compact JSON,
+    which `_parse` reads back to the same value (YAML is a superset of JSON)."""
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+def parse_value(key: str, text: str) -> Any:
+    """`text` read as config files and key=value arguments write a value (YAML, 1e-3 a float; empty: None); a
+    ConfigError naming `key` where it is no YAML."""
+    return _parse(key, text)
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """`key=value` strings -> dict; `selector.KEY=VALUE` goes into selector_opts."""
     values: dict[str, Any] = {}
@@ -208,11 +228,24 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"{item!r}: expected key=value, e.g. dataset=fashion_mnist")
-        if key.startswith("selector."):
-            values.setdefault("selector_opts", {})[key.split(".", 1)[1]] = _parse(key, raw)
+        option = selector_option(key)
+        if option is not None:
+            values.setdefault("selector_opts", {})[option] = _parse(key, raw)
         else:
             values[key] = raw
     return values
+
+
+def to_overrides(settings: dict[str, Any]) -> list[str]:
+    """The `key=value` arguments that parse_overrides reads back as `settings` (selector_opts as selector.KEY=VALUE;
+    a None value left out, which is every optional key's default)."""
+    args = []
+    for key, value in settings.items():
+        if key == "selector_opts":
+            args += [f"{SELECTOR_OPTION}{k}={format_value(v)}" for k, v in value.items()]
+        elif value is not None:
+            args.append(f"{key}={format_value(value)}")
+    return args
 
 
 def load_config(path: str | None, overrides: list[str]) -> RunConfig:

@@ -34,8 +34,9 @@ from .objectives import build_objective
 from .records import SCHEMA_VERSION, RunFolderError, load_run, write_json
 from .runtime import environment, epoch_seed, resolve_device
 from .suites import APGD, APGD_CE, PGD20, SUITES, SWEEP_SCALES, AttackSpec, Suite
+from .summary import EVAL
 
-EVAL_FILE = "eval.json"
+EVAL_FILE = EVAL  # the run folder's evaluation record (acs_core.summary reads it)
 ORDER_TOL = 1.0  # percentage points (or one test sample, if more) an attack order or a curve may be violated by
 PGD_GAP_TOL = 3.0  # percentage points (or one sample) by which PGD-20 and the stronger PGD (e.g. PGD-50 x 10) may differ
 AA_GAP_TOL = 10.0  # percentage points (or one sample) AutoAttack may fall below the strongest PGD of the same threat model

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from .models import Classifier, build_model
+from .summary import METRICS
 
 SCHEMA_VERSION = 1
-METRICS, MODEL, CHECKPOINT, CORESETS = "metrics.json", "model.pt", "checkpoint.pt", "coresets"
+MODEL, CHECKPOINT, CORESETS = "model.pt", "checkpoint.pt", "coresets"
 FAILED, LOCK = "failed.json", ".lock"  # failed.json: the workflow's failure marker (workflow/scripts/mark_failed.py)
 
 

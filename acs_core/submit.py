@@ -23,7 +23,7 @@ from submitit.core.utils import FailedJobError, FailedSubmissionError, Uncomplet
 from submitit.helpers import DelayedSubmission
 
 from .api import NAMED, run_settings
-from .config import ConfigError, RunConfig
+from .config import ConfigError, RunConfig, selector_option
 from .records import CHECKPOINT
 from .selection import build_selector
 
@@ -123,8 +123,9 @@ def expand_sweep(base: RunConfig, sweep: dict[str, list[Any]]) -> list[RunConfig
     for combo in itertools.product(*sweep.values()):
         values = base.to_dict()
         for key, value in zip(sweep, combo):
-            if key.startswith("selector."):
-                values["selector_opts"] = {**values["selector_opts"], key.split(".", 1)[1]: value}
+            option = selector_option(key)
+            if option is not None:
+                values["selector_opts"] = {**values["selector_opts"], option: value}
             else:
                 values[key] = value
         if sweep and "out" not in sweep:

@@ -26,8 +26,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
 
+from acs_core import api  # noqa: E402
 from grid import Grid  # noqa: E402
-from jobs import cli_args  # noqa: E402
 
 
 def _train(args: list[str], out: Path, env: dict[str, str]) -> dict:
@@ -57,7 +57,7 @@ def main() -> None:
     a = ap.parse_args()
     grid = Grid(yaml.safe_load((ROOT / a.config).read_text()))
     run = next(r for r in grid.runs.values() if r.selector == a.selector and r.seed == a.seed)
-    args = [arg for arg in cli_args(grid.train_settings(run)) if not arg.startswith(("compile=", "quiet="))]
+    args = [arg for arg in api.command_args(grid.train_settings(run)) if not arg.startswith(("compile=", "quiet="))]
     print(f"# {a.config} {run.id}: acs train {' '.join(args)}")
     print(f"# OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, load average {os.getloadavg()}")
     with tempfile.TemporaryDirectory() as tmp:

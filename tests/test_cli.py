@@ -10,7 +10,9 @@ import pytest
 import torch
 import yaml
 
-from acs_core.cli import main
+from acs_core import api
+from acs_core.cli import build_parser, main
+from acs_core.evaluate import parse_eps_list
 from acs_core.config import ConfigError, RunConfig, load_config
 
 
@@ -78,6 +80,19 @@ def test_config_file_and_overrides(tmp_path):
 def test_config_round_trip():
     cfg = RunConfig(dataset="synthetic", fraction=0.3, milestones=[5])
     assert RunConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_job_command_lines_read_back_as_written():
+    """The facade's command lines are what the engine parses: `acs train` key=value arguments (selector options,
+    lists, floats, strings that look like numbers) give the same RunConfig, `acs evaluate` options the same values."""
+    cfg = RunConfig(dataset="synthetic", selector="craig", selector_opts={"per_class": True, "k": 2}, fraction=0.3,
+                    milestones=[5, 8], lr=1e-3, scores="1e5", proxy_lr=None)
+    settings = {key: getattr(cfg, key) for key in ("dataset", "selector", "selector_opts", "fraction", "milestones", "lr",
+                                                   "scores", "proxy_lr")}
+    assert load_config(None, api.command_args(settings)) == cfg
+    args = build_parser().parse_args(["evaluate", "RUN", *api.evaluate_args("apgd", 1000, 50, [0.0, 8 / 255])])
+    assert (args.suite, args.test_size, args.batch_size) == ("apgd", 1000, 50)
+    assert parse_eps_list(args.fgsm_eps) == [0.0, 8 / 255]
 
 
 def test_list_and_help(capsys):

@@ -12,12 +12,13 @@ import pytest
 import torch
 import torch.nn as nn
 
-from acs_core import attacks, evaluate
+from acs_core import api, attacks, evaluate
 from acs_core.cli import main
 from acs_core.config import RunConfig
 from acs_core.data import Split, load_synthetic
 from acs_core.evaluate import EVAL_FILE, evaluate_model, evaluate_run, parse_eps_list, sanity_checks
-from acs_core.records import METRICS, MODEL
+from acs_core.records import MODEL
+from acs_core.summary import METRICS
 from acs_core.suites import SUITES, AttackSpec, Suite
 from acs_core.metrics import accuracy
 from acs_core.train import run
@@ -306,6 +307,29 @@ def test_evaluate_run_writes_eval_json_and_reproduces_metrics(run_dir):
     assert res["robust_acc"] == final["robust_acc"] and list(res["curves"]) == ["fgsm_linf"]
     assert not res["sanity"]["possible_gradient_masking"], res["sanity"]  # a normally (PGD-) trained run
     assert {"acc", "norm", "eps", "steps", "restarts", "seconds"} <= set(res["attacks"]["pgd20_linf"])
+
+
+def test_run_record_reads_a_real_run_folder(run_dir, tmp_path):
+    """api.run_record, the engine's run-to-record function: an evaluated folder is one complete row of its metrics.json
+    and eval.json numbers (eval.json's accuracies win); without eval.json it is incomplete with the in-run ones."""
+    evaluate_run(run_dir, "quick", fgsm_eps=[0.0, 0.1], quiet=True)
+    metrics = json.loads((run_dir / METRICS).read_text())
+    evaluation = json.loads((run_dir / EVAL_FILE).read_text())
+    row = api.run_record(run_dir)
+    assert row["complete"] and (row["run_epochs"], row["selections"], row["epoch_equivalents"]) == (2, 0, 2.0)
+    assert (row["clean_acc"], row["robust_acc"], row["robust_attack"], row["suite"]) == (
+        evaluation["clean_acc"], evaluation["robust_acc"], "PGD-20", "quick")
+    assert row["acc_pgd20_linf"] == evaluation["attacks"]["pgd20_linf"]["acc"]
+    assert row["time_train"] == metrics["timings"]["training_epochs"] > 0
+    assert row["training_passes"] == metrics["compute"]["training_passes"] > 0
+    assert row["strength_flagged"] is False and row["run_device"] == "cpu"
+    assert [(c["curve"], c["eps"]) for c in api.curve_rows(run_dir)] == [("fgsm_linf", 0.0), ("fgsm_linf", 0.1)]
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / METRICS).write_text((run_dir / METRICS).read_text())
+    row = api.run_record(bare)
+    assert not row["complete"] and row["robust_acc"] == metrics["final"]["robust_acc"] and "suite" not in row
+    assert api.curve_rows(bare) == [] and api.run_record(tmp_path / "none") == {"complete": False}
 
 
 def test_strength_subset_option(run_dir, tmp_path):

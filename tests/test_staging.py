@@ -14,7 +14,7 @@ import torchvision.datasets as tvd
 from test_data import _idx_bytes, cifar10_dir  # noqa: F401  (the fixture: real-format CIFAR-10 files)
 from test_workflow import ROOT, grid_config, job_counts, snakemake
 
-import aggregate  # noqa: E402  (workflow/scripts, on sys.path through test_workflow)
+import run_records  # noqa: E402  (workflow/scripts, on sys.path through test_workflow)
 import stage_data  # noqa: E402
 from grid import Grid  # noqa: E402
 from jobs import Jobs, offline  # noqa: E402
@@ -140,7 +140,7 @@ def test_missing_data_set_stops_the_workflow_before_any_job(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path / "w")
     jobs = Jobs(Grid({**cfg, "allow_failed": True}))
     assert jobs.active_runs() == []
-    records, _ = aggregate.collect(jobs.manifest())
+    records, _ = run_records.collect(jobs.manifest())
     assert set(records["status"]) == {"failed"} and set(records["failed_stage"]) == {"data"}
     assert set(records["log"]) == {"results/logs/data/cifar10.log"} and str(folder) in records["error"].iloc[0]
 

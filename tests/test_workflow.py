@@ -20,8 +20,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = ROOT / "workflow" / "Snakefile"
 sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
 
-import aggregate  # noqa: E402
+import compare  # noqa: E402
 import plots  # noqa: E402
+import render  # noqa: E402
+import run_records  # noqa: E402
+import tables  # noqa: E402
 from grid import Grid  # noqa: E402
 from jobs import Jobs  # noqa: E402
 from settings import GridError  # noqa: E402
@@ -116,7 +119,7 @@ def test_workflow_asks_only_the_facade_which_imports_no_torch():
                   for m in re.finditer(r"^\s*(?:from|import)\s+acs_core\b.*$", p.read_text(), re.M)}
     assert statements == {"from acs_core import api"}, statements
     probe = (f"import sys; sys.path[:0] = [{str(ROOT / 'workflow' / 'scripts')!r}, {str(ROOT)!r}]; "
-             "import acs_core.api, settings, grid, jobs, aggregate; print('torch' in sys.modules)")
+             "import acs_core.api, settings, grid, jobs, run_records, compare, tables, render; print('torch' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert proc.stdout.split() == ["False"], proc.stderr
 
@@ -253,7 +256,7 @@ def test_schema_error_stops_snakemake_with_one_line(tmp_path):
     proc = snakemake(tmp_path, grid_config(fractions=[0.5, 1.5]), "-n")
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if "config:" in line]
-    assert errors == ["snakemake: config: fractions.1: 1.5 is greater than the maximum of 1"], proc.stderr[-2000:]
+    assert errors == ["snakemake: config: fractions.1: fraction: 1.5 is outside (0, 1]; use e.g. fraction=0.5"], proc.stderr[-2000:]
 
 
 def test_dry_run_counts_and_one_more_axis_value(tmp_path):
@@ -326,12 +329,12 @@ def test_aggregation_of_hand_made_records(tmp_path):
                 {**row("easycore", 0.5, 1), **_run_folder(tmp_path, "e1", 79.0, 40.0, 30.0, 48.0, proxy=30.0)}]
     (tmp_path / "c2").mkdir()
     (tmp_path / "c2" / "failed.json").write_text(json.dumps({"stage": "train", "log": "logs/c2.log", "error": "boom"}))
-    records, curves = aggregate.collect(manifest)
+    records, curves = run_records.collect(manifest)
     assert list(records["status"]) == ["complete"] * 4 + ["failed", "missing"] + ["complete"] * 2
     assert records.loc[4, "log"] == "logs/c2.log" and records.loc[0, "acc_fgsm_linf_sweep"] == 50.0
     assert records.loc[0, "epoch_equivalents"] == 1.5 and len(curves) == 12
 
-    numeric, shown, _ = aggregate.table1(records, [])
+    numeric, shown, _ = tables.table1(records, [])
     full, craig = numeric.iloc[0], numeric.iloc[1]
     assert (full["complete"], full["runs"], craig["complete"], craig["runs"], craig["failed"]) == (2, 3, 2, 3, 1)
     assert craig["clean_acc_mean"] == pytest.approx(78.5) and craig["clean_acc_std"] == pytest.approx(math.sqrt(0.5))
@@ -358,18 +361,18 @@ def test_aggregation_of_hand_made_records(tmp_path):
     assert list(shown.iloc[2][["proxy scores (min)", "total time (min)", "speed-up by wall clock"]]) == [
         "0.50 ± 0.00", "1.00 ± 0.00 (-1.50 ± 6.35)", _geometric([2.0, 3.0])]
 
-    numeric, shown, _ = aggregate.method_fraction(records, [])
+    numeric, shown, _ = tables.method_fraction(records, [])
     assert list(shown.columns[3:]) == ["clean c=1", "FGSM c=1", "PGD-20 c=1", "clean c=0.5", "FGSM c=0.5", "PGD-20 c=0.5"]
     assert numeric.loc[1, "acc_fgsm_linf_sweep@0.5_mean"] == pytest.approx(48.0)
-    numeric, shown, _ = aggregate.timing(records, [])
+    numeric, shown, _ = tables.timing(records, [])
     assert numeric.loc[1, "t_train_attack_mean"] == pytest.approx(30.0)
     assert list(shown.iloc[2][["training total (s)", "proxy scores job (s)", "total: training + proxy (s)"]]) == [
         "30.0", "30.0", "60.0"]
     assert list(shown["proxy scores job (s)"]) == ["-", "-", "30.0"]
 
-    rel = aggregate.with_baseline(records).loc[2, "rel_robust_error"]  # (63 - 60) / 60
+    rel = compare.with_baseline(records).loc[2, "rel_robust_error"]  # (63 - 60) / 60
     assert rel == pytest.approx(5.0)
-    written = aggregate.write_tables(records, [], tmp_path / "tables")
+    written = render.write_tables(records, [], tmp_path / "tables")
     assert sorted(p.name for p in written) == sorted(TABLES)
     assert r"78.50 $\pm$ 6.35 (-2.50 $\pm$ 6.35)" in (tmp_path / "tables" / "table1.tex").read_text()
 
@@ -390,9 +393,9 @@ def test_tables_carry_every_swept_axis():
               "kappa": k, "baseline": "b", "status": "complete", "clean_acc": 70.0 + 10 * k, "robust_acc": 35.0,
               "time_train": 100.0 * k} for k in (0.3, 0.5)]
     records = pd.DataFrame(rows)
-    for numeric, shown, _ in aggregate.build_tables(records, ["kappa"]).values():
+    for numeric, shown, _ in tables.build_tables(records, ["kappa"]).values():
         assert "kappa" in numeric and list(shown["kappa"]) == ["-", 0.3, 0.5]
-    numeric, shown, _ = aggregate.table1(records, ["kappa"])
+    numeric, shown, _ = tables.table1(records, ["kappa"])
     assert list(np.exp(numeric["log_speedup_wall_mean"])) == pytest.approx([1.0, 1 / 0.3, 2.0])
     assert list(shown["ACC (%)"]) == ["80.00", "73.00 (-7.00)", "75.00 (-5.00)"]
 
@@ -406,11 +409,11 @@ def test_a_swept_axis_is_never_overwritten_by_a_run_metric(tmp_path):
     for row in Jobs(grid).manifest():
         epochs = grid.train_settings(grid.runs[row["run"]])["epochs"]
         manifest.append({**row, **_run_folder(tmp_path, row["run"], 70.0, 30.0, 10.0 * epochs, 35.0, epochs=epochs)})
-    records, _ = aggregate.collect(manifest)
+    records, _ = run_records.collect(manifest)
     matched = records[records["selector"] == "matched"]
     assert list(matched["epochs"]) == ["4", "4", "6", "6"] and list(matched["run_epochs"]) == [2, 2, 2, 4]
     assert list(records["run_device"]) == ["cpu"] * 6
-    numeric, shown, _ = aggregate.table1(records, ["epochs"])
+    numeric, shown, _ = tables.table1(records, ["epochs"])
     assert list(shown["epochs"]) == ["4", "4", "4", "6", "6", "6"] and list(numeric["runs"]) == [1] * 6
     assert list(np.exp(numeric["log_speedup_wall_mean"])) == pytest.approx([1.0, 4 / 2, 4 / 2, 1.0, 6 / 2, 6 / 4])
 
@@ -436,7 +439,7 @@ def _two_seed_grid(root: Path, seeds: tuple[int, ...] = (0, 1)) -> pd.DataFrame:
                              "fraction": 1.0 if sel == "full" else 0.5, "seed": seed, "baseline": f"d/o/full/{seed}",
                              **_run_folder(root, f"{sel}{seed}", clean, robust, wall, robust - 5, cpu=cpu, passes=passes,
                                            bound=bound, strength=strength, **proxy)})
-    return aggregate.collect(manifest)[0]
+    return run_records.collect(manifest)[0]
 
 
 def test_table1_intervals_speedups_and_reference_of_a_two_seed_grid(tmp_path):
@@ -456,7 +459,7 @@ def test_table1_intervals_speedups_and_reference_of_a_two_seed_grid(tmp_path):
     def per_seed(sel: str, column: int, proxy: float = 0.0) -> list[float]:
         return [SEEDS2["full"][s][column] / (SEEDS2[sel][s][column] + proxy) for s in (0, 1)]
 
-    numeric, shown, notes = aggregate.table1(records, [])
+    numeric, shown, notes = tables.table1(records, [])
     rows = numeric.set_index("selector")
     expected = {
         ("craig", "robust_acc"): interval([37, 41]), ("craig", "d_robust"): interval([37 - 40, 41 - 44]),
@@ -493,17 +496,17 @@ def test_table1_intervals_speedups_and_reference_of_a_two_seed_grid(tmp_path):
     assert any(n.startswith("†: 1 run(s) flagged by the attack-strength check") for n in notes)
     assert not any("seeds are needed" in n for n in notes)
     records.to_csv(tmp_path / "records.csv", index=False)  # what the tables rule reads: the same table
-    assert aggregate.table1(pd.read_csv(tmp_path / "records.csv"), []).shown.equals(shown)
+    assert tables.table1(pd.read_csv(tmp_path / "records.csv"), []).shown.equals(shown)
 
     # the timing table: the same three speed-ups, the totals with the proxy-scores job
-    numeric, shown, _ = aggregate.timing(records, [])
+    numeric, shown, _ = tables.timing(records, [])
     cells = shown.set_index("selector")
     assert cells.loc["easycore", "total CPU: training + proxy (s)"] == "70.0"
     assert cells.loc["easycore", "sample-passes: training + proxy"] == "4000"
     assert cells.loc["craig", "speed-up by CPU seconds"] == _geometric(per_seed("craig", 3))
 
     # the written tables carry the notes under the formatted table
-    aggregate.write_tables(records, [], tmp_path / "tables")
+    render.write_tables(records, [], tmp_path / "tables")
     md, tex, html = ((tmp_path / "tables" / f"table1.{ext}").read_text() for ext in ("md", "tex", "html"))
     assert "RACC, PGD-20 (%)" in md and md.rstrip().endswith("strength_gap in records.csv)")
     assert r"\par{\footnotesize $\pm$ : 95\% confidence interval over seeds" in tex
@@ -517,8 +520,8 @@ def test_table1_shows_the_published_figures_of_a_paper_shaped_grid(tmp_path):
     records = _two_seed_grid(tmp_path)
     records["dataset"], records["objective"] = "cifar10", "pgd_linf"
     records["selector"] = records["selector"].replace({"craig": "craig_pb"})
-    published = aggregate.read_published(ROOT / "config" / "published" / "acs_table1.csv")
-    table = aggregate.table1(records, [], published=published)
+    published = tables.read_published(ROOT / "config" / "published" / "acs_table1.csv")
+    table = tables.table1(records, [], published=published)
     cells = table.shown.set_index("selector")
     assert list(table.shown.columns[-4:]) == ["published ACC (%)", "published RACC (%)", "published speed-up",
                                               "published attack"]
@@ -526,14 +529,14 @@ def test_table1_shows_the_published_figures_of_a_paper_shaped_grid(tmp_path):
     assert list(cells.loc["full", table.shown.columns[-4:]]) == ["83.14", "41.39", "1.00", "PGD-50x10"]
     assert list(cells.loc["random", table.shown.columns[-4:]]) == ["-"] * 4
     assert any(n.startswith("published: the paper's printed ACC and RACC") for n in table.notes)
-    assert "published RACC (%)" not in aggregate.table1(records, []).shown  # no file named: no columns
-    aggregate.write_tables(records, [], tmp_path / "tables", published=published)
+    assert "published RACC (%)" not in tables.table1(records, []).shown  # no file named: no columns
+    render.write_tables(records, [], tmp_path / "tables", published=published)
     assert "| published ACC (%) | published RACC (%) | published speed-up | published attack |" in \
         (tmp_path / "tables" / "table1.md").read_text()
     bad = tmp_path / "bad.csv"
     bad.write_text("dataset,objective,selector\n")
     with pytest.raises(ValueError, match="^published: .* lacks the column"):
-        aggregate.read_published(bad)
+        tables.read_published(bad)
     with pytest.raises(GridError, match=r"^config: published: no file nowhere\.csv"):
         Grid(grid_config(published="nowhere.csv"))
     with pytest.raises(GridError, match=r"^config: published: .*bad\.csv lacks the column\(s\) method"):
@@ -544,7 +547,7 @@ def test_one_seed_shows_binomial_errors_and_asks_for_seeds(tmp_path):
     """One seed: accuracies carry sqrt(p (1 - p) / n_test) (500 test images), no intervals, and the notes say that
     seeds are needed; a grid without the reference selector leaves its columns out with a note."""
     records = _two_seed_grid(tmp_path, seeds=(0,))
-    numeric, shown, notes = aggregate.table1(records, [], reference="glister")
+    numeric, shown, notes = tables.table1(records, [], reference="glister")
     cells = shown.set_index("selector")
     se = 100 * math.sqrt(0.37 * 0.63 / 500)  # craig's RACC 37 %
     assert cells.loc["craig", "RACC, PGD-20 (%)"] == f"37.00 (SE {se:.2f}) (-3.00)"
@@ -567,10 +570,10 @@ def test_racc_is_named_by_its_attack_or_mixed(tmp_path):
     manifest = [{"run": sel, "dataset": "d", "objective": "o", "selector": sel, "method": sel, "fraction": frac,
                  "seed": 0, "baseline": "full", **_run_folder(tmp_path, sel, 80.0, 40.0, 10.0, 30.0, attack=attack)}
                 for sel, frac, attack in rows]
-    records, curves = aggregate.collect(manifest)
-    table = aggregate.table1(records.iloc[:2], [])
+    records, curves = run_records.collect(manifest)
+    table = tables.table1(records.iloc[:2], [])
     assert "RACC, APGD-CE+APGD-DLR+PGD-20 (%)" in table.shown.columns
-    table = aggregate.table1(records, [])
+    table = tables.table1(records, [])
     assert "RACC, mixed (%)" in table.shown.columns and any("differ between runs" in n for n in table.notes)
     assert list(table.numeric["robust_attack"]) == ["APGD-CE+APGD-DLR+PGD-20", "APGD-CE+APGD-DLR+PGD-20", "PGD-20"]
     (panel,) = _plotted(plots.robust_error_vs_speedup(records, curves, [], "wall"))
@@ -578,9 +581,9 @@ def test_racc_is_named_by_its_attack_or_mixed(tmp_path):
 
     old = [{**m, "dir": str(tmp_path / "old"), **_run_folder(tmp_path, "old", 80.0, 40.0, 10.0, 30.0, attack=None)}
            for m in manifest[:1]]
-    records, _ = aggregate.collect(old)
+    records, _ = run_records.collect(old)
     assert pd.isna(records.loc[0, "robust_attack"]) and pd.isna(records.loc[0, "strength_gap"])
-    assert "RACC (%)" in aggregate.table1(records, []).shown.columns
+    assert "RACC (%)" in tables.table1(records, []).shown.columns
 
 
 def test_failure_marker_keeps_the_engines_divergence(tmp_path):
@@ -603,10 +606,10 @@ def test_failure_marker_keeps_the_engines_divergence(tmp_path):
 
     manifest = [{"run": "full", "dataset": "d", "objective": "o", "selector": "full", "method": "full", "fraction": 1.0,
                  "seed": 0, "baseline": "full", "dir": str(run), "scores": None}]
-    records, _ = aggregate.collect(manifest)
+    records, _ = run_records.collect(manifest)
     assert records.loc[0, "status"] == "failed" and records.loc[0, "failed_status"] == "diverged"
     assert (records.loc[0, "failed_epoch"], records.loc[0, "failed_step"]) == (3, 7)
-    assert aggregate.table1(records, []).shown.loc[0, "runs"] == "0/1 (1 failed: 1 diverged)"
+    assert tables.table1(records, []).shown.loc[0, "runs"] == "0/1 (1 failed: 1 diverged)"
 
 
 def _bars(ax) -> dict[tuple[float, float], dict[str, float]]:
@@ -651,7 +654,7 @@ def test_figures_plot_the_records(tmp_path):
                  **_run_folder(tmp_path, f"{sel}{frac}_{seed}", clean, robust + 4 * seed,  # 1.4x the time
                                seconds * (1 + 0.4 * seed), robust + 4 * seed - 10)}
                 for sel, frac, clean, robust, seconds in rows for seed in (0, 1)]
-    records, curves = aggregate.collect(manifest)
+    records, curves = run_records.collect(manifest)
 
     (panel,) = _plotted(plots.robust_error_vs_speedup(records, curves, [], "wall"))
     # speed-up = baseline time / run time (the same ratio for both seeds); relative robust error vs the same seed's full
@@ -813,7 +816,7 @@ def test_declared_family_holm_marks_and_exploratory_rest():
     seed); the speed-ups 100/25, 100/50, 100/100 have the geometric mean 2 and the log-scale interval
     2 x exp(-+ 4.3027 ln 2 / sqrt 3) = [0.36, 11.19] by hand."""
     records = _stat_rows({"craig": [3.0, 3.0, 3.0], "gradmatch": [1.0, -1.0, 0.5]})
-    numeric, shown, notes = aggregate.table1(records, [])
+    numeric, shown, notes = tables.table1(records, [])
     assert numeric.attrs["family"] == 4
     cells = shown.set_index("selector")
     assert cells.loc["craig", "RACC − random (%)"] == "+3.00 ± 0.00*"
@@ -833,8 +836,8 @@ def test_pairs_only_with_finished_runs_and_cells_show_their_seeds(tmp_path):
     """A full run whose evaluation failed (status failed, in-run accuracies filled) pairs with nobody: craig's
     difference from full rests on the other 2 seeds and its cell says n=2; a typo'd reference is refused."""
     records = _stat_rows({"craig": [3.0, 3.0, 3.0]}, failed_full_eval=1)
-    numeric, shown, notes = aggregate.table1(records, [])
-    craig = aggregate.with_pairs(records, [], "random").set_index("run")
+    numeric, shown, notes = tables.table1(records, [])
+    craig = compare.with_pairs(records, [], "random").set_index("run")
     assert pd.isna(craig.loc["craig1", "d_robust"]) and craig.loc["craig0", "d_robust"] == pytest.approx(33 - 40)
     cell = shown.set_index("selector").loc["craig", "RACC, PGD-20 (%)" if "RACC, PGD-20 (%)" in shown else "RACC (%)"]
     assert cell.endswith("(-7.00 ± 0.00° n=2)")  # seeds 0 and 2: 33 - 40, 35 - 42
@@ -869,10 +872,10 @@ def test_records_carry_provenance_and_table1_names_differing_commits():
     records = _stat_rows({"craig": [3.0, 3.0, 3.0]})
     records["commit"] = ["a" * 40] * (len(records) - 2) + ["b" * 40] * 2
     records["tree_modified"] = [False] * (len(records) - 2) + [True] * 2
-    (note,) = [n for n in aggregate.table1(records, []).notes if n.startswith("runs from different code")]
+    (note,) = [n for n in tables.table1(records, []).notes if n.startswith("runs from different code")]
     assert f"{'a' * 10}: {len(records) - 2} run(s)" in note and f"{'b' * 10} (modified): 2 run(s)" in note
     records["commit"], records["tree_modified"] = "a" * 40, False
-    assert not any(n.startswith("runs from different code") for n in aggregate.table1(records, []).notes)
+    assert not any(n.startswith("runs from different code") for n in tables.table1(records, []).notes)
 
 
 def test_a_worked_sweep_axis(tmp_path):

@@ -50,7 +50,7 @@ rule tables:
     conda:
         ENV
     script:
-        "../scripts/tables.py"
+        "../scripts/write_tables.py"
 
 
 rule figure:

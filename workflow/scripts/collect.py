@@ -1,6 +1,6 @@
 """Snakemake script (rule collect): every run of the grid -> records.csv (one row per run, failed ones marked) and
 curves.csv (accuracy vs eps, long format)."""
-from aggregate import collect
+from run_records import collect
 from script_log import logged
 
 with logged(snakemake.log[0]):  # type: ignore[name-defined]  # noqa: F821

@@ -15,7 +15,7 @@ from functools import cached_property
 from typing import Any
 
 from acs_core import api
-from settings import fmt, read_settings
+from settings import read_settings
 
 RUN_PATTERN = "{dataset}/{objective}/{selector}/c={fraction}/{extras}seed={seed}"
 SCORE_PATTERN = "{dataset}/{scoring}/{extras}seed={seed}"
@@ -24,7 +24,7 @@ Extras = tuple[tuple[str, Any], ...]  # a sweep point: (key, value) per sweep ax
 
 def extras_path(extras: Extras) -> str:
     """`kappa=0.5/select_every=2/` (one folder per sweep axis, empty without sweeps)."""
-    return "".join(f"{key}={fmt(value)}/" for key, value in extras)
+    return "".join(f"{key}={api.format_value(value)}/" for key, value in extras)
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Run:
     @property
     def wildcards(self) -> dict[str, str]:
         return {"dataset": self.dataset, "objective": self.objective, "selector": self.selector,
-                "fraction": fmt(self.fraction), "extras": extras_path(self.extras), "seed": str(self.seed)}
+                "fraction": api.format_value(self.fraction), "extras": extras_path(self.extras), "seed": str(self.seed)}
 
     @property
     def id(self) -> str:
@@ -87,9 +87,13 @@ class Grid:
         sweep = self.settings.sweep
         return [tuple(zip(sweep, combo)) for combo in itertools.product(*sweep.values())]
 
+    def entry(self, label: str) -> api.SelectorInfo:
+        """The selector entry of a label as acs_core describes it (`full`: the full-data baseline, listed or not)."""
+        return self.settings.selectors[label] if label != api.FULL else api.SelectorInfo(api.FULL, kind=api.BASELINE)
+
     def kind(self, label: str) -> str:
         """The kind of run of a selector label (acs_core.api: baseline, compute_matched, coreset, scored)."""
-        return api.BASELINE if label == api.FULL else self.settings.selectors[label].kind
+        return self.entry(label).kind
 
     @cached_property
     def runs(self) -> dict[str, Run]:
@@ -110,9 +114,8 @@ class Grid:
     def ignored(self, label: str, dataset: str, objective: str, extras: Extras) -> tuple[str, ...]:
         """The run keys a run of `label` ignores, as acs_core says for its kind and its merged settings with its entry's
         (a static selection ignores select_every)."""
-        kind = self.kind(label)
-        entry = self.settings.selectors[label].settings if kind in (api.CORESET, api.SCORED) else {}
-        return api.ignored_keys(kind, {**self.merged(dataset, objective, extras), **entry})
+        entry = self.entry(label)
+        return api.ignored_keys(entry.kind, {**self.merged(dataset, objective, extras), **entry.settings})
 
     def baseline(self, run: Run) -> Run:
         return Run(run.dataset, run.objective, api.FULL, 1.0, run.seed, _drop(run.extras, api.ignored_keys(api.BASELINE)))
@@ -123,19 +126,9 @@ class Grid:
         return {**s.defaults, **s.datasets[dataset], **(s.objectives[objective] if objective is not None else {}), **dict(extras)}
 
     def train_settings(self, run: Run) -> dict[str, Any]:
-        """The `acs train` keys of a run (without out=), in a stable order."""
-        kind = self.kind(run.selector)
+        """The `acs train` keys of a run (without out=), in a stable order: acs_core's for its entry and settings."""
         merged = self.merged(run.dataset, run.objective, run.extras)
-        ignored = self.ignored(run.selector, run.dataset, run.objective, run.extras)
-        s = {k: v for k, v in merged.items() if k not in ignored}
-        if kind == api.BASELINE:
-            s["selector"] = api.FULL
-        elif kind == api.COMPUTE_MATCHED:
-            s = {k: v for k, v in s.items() if k != "kappa"}
-            s.update(selector=api.FULL, **api.matched_epochs(merged, run.fraction))
-        else:
-            entry = self.settings.selectors[run.selector]
-            s.update(entry.settings, selector=entry.name, fraction=run.fraction, selector_opts=entry.options)
+        s = api.train_settings(self.entry(run.selector), merged, run.fraction)
         return {"dataset": run.dataset, "objective": run.objective, **s, "seed": run.seed}
 
     def score_job(self, run: Run) -> ScoreJob | None:

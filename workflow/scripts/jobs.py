@@ -11,18 +11,7 @@ from typing import Any, Iterable
 from acs_core import api
 from grid import RUN_PATTERN, SCORE_PATTERN, Grid, Run, ScoreJob
 from mark_failed import FAILED, score_marker
-from settings import GridError, fmt
-
-
-def cli_args(settings: dict[str, Any]) -> list[str]:
-    """`key=value` arguments for `acs train/score` (selector options as selector.KEY=VALUE)."""
-    args = []
-    for key, value in settings.items():
-        if key == "selector_opts":
-            args += [f"selector.{k}={fmt(v)}" for k, v in value.items()]
-        elif value is not None:
-            args.append(f"{key}={fmt(value)}")
-    return args
+from settings import GridError
 
 
 def quoted(args: Iterable[str]) -> str:
@@ -76,7 +65,7 @@ class Jobs:
             job = self.grid.score_job(run)
             rows.append({"run": run.id, "dataset": run.dataset, "objective": run.objective, "selector": run.selector,
                          "method": selectors[run.selector].name if run.selector in selectors else api.FULL,
-                         "fraction": run.fraction, "seed": run.seed, **{k: fmt(v) for k, v in run.extras},
+                         "fraction": run.fraction, "seed": run.seed, **{k: api.format_value(v) for k, v in run.extras},
                          "baseline": self.grid.baseline(run).id, "dir": self.run_dir(run),
                          "scores": self.score_path(job) if job else None, "data": self.data_path(run.dataset)})
         return rows
@@ -89,10 +78,10 @@ class Jobs:
             return "|".join(re.escape(str(v)) for v in sorted(set(values), key=str))
 
         datasets = list(cfg["datasets"])
-        fractions = [fmt(1.0)] + [fmt(float(f)) for d in datasets for f in grid.axis(d, "fractions")]
+        fractions = [api.format_value(1.0)] + [api.format_value(float(f)) for d in datasets for f in grid.axis(d, "fractions")]
         seeds = [s for d in datasets for s in grid.axis(d, "seeds")]
         sweep = grid.settings.sweep
-        extras = "".join(f"(?:{re.escape(k)}=(?:{one_of(fmt(v) for v in vs)})/)?" for k, vs in sweep.items()) or "(?:)"
+        extras = "".join(f"(?:{re.escape(k)}=(?:{one_of(api.format_value(v) for v in vs)})/)?" for k, vs in sweep.items()) or "(?:)"
         return {"dataset": one_of(datasets), "objective": one_of(cfg["objectives"]),
                 "selector": one_of([api.FULL, *grid.settings.selectors]), "fraction": one_of(fractions),
                 "seed": one_of(seeds), "extras": extras, "scoring": one_of(["clean", *cfg["objectives"]])}
@@ -112,15 +101,15 @@ class Jobs:
 
     def train_args(self, wildcards: Any, input: Any) -> str:
         settings = offline(self.grid.train_settings(self.run(wildcards)))
-        return quoted(cli_args(settings) + [f"scores={s}" for s in input.scores])
+        return quoted(api.command_args(settings) + [f"scores={s}" for s in input.scores])
 
     def score_args(self, wildcards: Any) -> str:
         job = self.grid.score_jobs[SCORE_PATTERN.format(**wildcards)]
-        return quoted(cli_args(offline(self.grid.score_settings(job))))
+        return quoted(api.command_args(offline(self.grid.score_settings(job))))
 
     def data_args(self, wildcards: Any) -> str:
         """The data rule's `key=value` arguments: the data set, its folder and whether to download it."""
-        return quoted(cli_args(self.data[wildcards.dataset]))
+        return quoted(api.command_args(self.data[wildcards.dataset]))
 
     def failure_marker(self, wildcards: Any, output: Any) -> str:
         """The failure marker of the one file a score or data job writes."""
@@ -143,5 +132,4 @@ class Jobs:
     def evaluate_args(self, wildcards: Any) -> str:
         """`acs evaluate` options: evaluation < datasets.NAME.evaluation < objectives.NAME.evaluation."""
         e = self.grid.evaluation(self.run(wildcards))
-        args = ["--suite", e["suite"], "--test-size", str(e["test_size"]), "--batch-size", str(e["batch_size"])]
-        return quoted(args + (["--fgsm-eps", ",".join(map(str, e["fgsm_eps"]))] if e["fgsm_eps"] else []))
+        return quoted(api.evaluate_args(e["suite"], e["test_size"], e["batch_size"], e["fgsm_eps"]))

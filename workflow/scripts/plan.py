@@ -13,7 +13,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from aggregate import PRIMARY, matched_label, table1  # noqa: E402
+from compare import PRIMARY, matched_label  # noqa: E402
+from tables import table1  # noqa: E402
 from intervals import seeds_for  # noqa: E402
 
 

@@ -23,7 +23,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from aggregate import KEYS, SPEEDUPS, baseline_labels, racc_label, robust_attack, summarise, with_baseline  # noqa: E402
+from compare import KEYS, SPEEDUPS, baseline_labels, racc_label, robust_attack, summarise, with_baseline  # noqa: E402
 from intervals import binomial_se, half_width  # noqa: E402
 
 LINESTYLES = ("-", "--", ":", "-.")

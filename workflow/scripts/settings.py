@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -17,7 +15,6 @@ import yaml
 from acs_core import api
 
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
-GRID_KEYS = ("dataset", "objective", "selector", "selector_opts", "fraction", "seed", "out", "quiet", "scores")
 # the workflow's own keys of a settings block -> where they belong (only there are they not run settings)
 WORKFLOW_KEYS = {"axes": "datasets.NAME.axes (or the top-level objectives, selectors, fractions, seeds)",
                  "evaluation": "the top-level evaluation, datasets.NAME.evaluation or objectives.NAME.evaluation"}
@@ -25,11 +22,6 @@ WORKFLOW_KEYS = {"axes": "datasets.NAME.axes (or the top-level objectives, selec
 
 class GridError(ValueError):
     """A bad workflow config; the message is one line naming the key (as a dotted path) and the fix."""
-
-
-def fmt(value: Any) -> str:
-    """A value as it appears in folder names and on the `acs` command line (YAML-readable, no spaces)."""
-    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -47,6 +39,7 @@ class Settings:
 def read_settings(config: dict[str, Any]) -> Settings:
     """Check `config` against the schema, acs_core's RunConfig and its registries; raises GridError."""
     config = validate_schema(config)
+    _check_axes(config)
     defaults = _typed_block("defaults", config["defaults"])
     datasets = {d: _typed_block(f"datasets.{d}", s, ("axes", "evaluation")) for d, s in config["datasets"].items()}
     objectives = {o: _typed_block(f"objectives.{o}", s, ("evaluation",)) for o, s in config["objectives"].items()}
@@ -94,7 +87,7 @@ def _typed(value: Any, schema: dict[str, Any], root: dict[str, Any]) -> Any:
     while "$ref" in schema:
         schema = root["$defs"][schema["$ref"].rsplit("/", 1)[1]]
     if isinstance(value, str) and schema.get("type", "string") != "string":
-        return _scalar(value, schema.get("type"))
+        return _scalar(value)
     if isinstance(value, dict):
         extra = schema.get("additionalProperties")
         fallback = extra if isinstance(extra, dict) else {}
@@ -104,20 +97,13 @@ def _typed(value: Any, schema: dict[str, Any], root: dict[str, Any]) -> Any:
     return value
 
 
-def _scalar(text: str, kind: Any) -> Any:
-    """`text` read as YAML; where the schema wants a number, also a float PyYAML leaves a string (`5e-1`: YAML 1.1
-    floats need a dot). Unreadable text is returned as it is, for the schema to report."""
+def _scalar(text: str) -> Any:
+    """`text` read as acs_core reads a value (YAML, `5e-1` a float); unreadable text is returned as it is, for the
+    schema to report."""
     try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
+        return api.parse_value("value", text)
+    except api.ConfigError:
         return text
-    if kind == "number" and isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            return value
-        return number if math.isfinite(number) else value
-    return value
 
 
 def validate_schema(config: dict[str, Any]) -> dict[str, Any]:
@@ -136,7 +122,7 @@ def _check_keys(where: str, keys: Iterable[str], own: tuple[str, ...] = ()) -> N
     """Refuse the keys of a settings block that are no run settings there: the grid's own, and workflow keys (axes,
     evaluation) outside the blocks `own` allows them in, which would otherwise be ignored without a word."""
     for key in keys:
-        if key in GRID_KEYS:
+        if key in api.GRID_KEYS:
             raise GridError(f"config: {where}.{key}: set by the grid for every run; use the workflow's axes instead")
         if key in WORKFLOW_KEYS and key not in own:
             raise GridError(f"config: {where}.{key}: not allowed here (it would be ignored); set it in {WORKFLOW_KEYS[key]}")
@@ -152,10 +138,22 @@ def _typed_block(where: str, block: dict[str, Any], own: tuple[str, ...] = ()) -
         raise GridError(f"config: {where}: {err}") from None
 
 
+def _check_axes(config: dict[str, Any]) -> None:
+    """Every fraction and seed of the grid (top level and each data set's own axes) in acs_core's range."""
+    blocks = {"": config, **{f"datasets.{d}.axes.": b.get("axes", {}) for d, b in config["datasets"].items()}}
+    for where, block in blocks.items():
+        for axis, key in (("fractions", "fraction"), ("seeds", "seed")):
+            for i, value in enumerate(block.get(axis, [])):
+                try:
+                    api.check_axis(key, value)
+                except api.ConfigError as err:
+                    raise GridError(f"config: {where}{axis}.{i}: {err}") from None
+
+
 def _check_sweep(sweep: dict[str, list[Any]]) -> None:
     """Every sweep value names a folder, once (equal typed values would silently merge their runs)."""
     for key, values in sweep.items():
-        names = [fmt(value) for value in values]
+        names = [api.format_value(value) for value in values]
         for i, name in enumerate(names):
             if "/" in name or not name:
                 raise GridError(f"config: sweep.{key}: value {values[i]!r} cannot name a folder; use a value without '/'")
@@ -231,7 +229,7 @@ def _selectors(cfg: dict[str, Any], sweep: tuple[str, ...]) -> dict[str, api.Sel
         for key in settings:
             if key in sweep:
                 raise GridError(f"{where}.settings.{key}: also a sweep axis, whose value it would override; drop one of them")
-            if key in api.ignored_keys(info.kind) or info.kind == api.COMPUTE_MATCHED:
+            if key in api.ignored_keys(info.kind) or info.kind in (api.BASELINE, api.COMPUTE_MATCHED):
                 raise GridError(f"{where}.settings.{key}: a {info.kind} run does not read it here; set it in defaults, "
                                 "datasets or objectives")
         out[label] = dataclasses.replace(info, settings=_typed_block(f"selectors.{label}.settings", settings))

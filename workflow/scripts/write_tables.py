@@ -3,7 +3,8 @@ Table 1's paired comparison against the grid's `reference` selector, and the fig
 from pathlib import Path
 
 import pandas as pd
-from aggregate import read_published, write_tables
+from render import write_tables
+from tables import read_published
 from script_log import logged
 
 with logged(snakemake.log[0]):  # noqa: F821
