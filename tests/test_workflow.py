@@ -220,6 +220,8 @@ def test_selector_entry_settings_reach_its_runs_only():
                          sweep={"selection": ["dynamic", "static"]}))
     with pytest.raises(GridError, match=r"^config: selectors\.m\.settings\.kappa: a compute_matched run"):
         Grid(grid_config(selectors={"m": {"selector": "compute_matched", "settings": {"kappa": 0.3}}}))
+    with pytest.raises(GridError, match=r"^config: selectors\.full\.settings\.epochs: a baseline run"):
+        Grid(grid_config(selectors={"full": {"settings": {"epochs": 3}}, "random": {}}))
 
 
 def test_a_static_entry_is_not_multiplied_by_the_reselection_axes():
