@@ -1,9 +1,11 @@
 """`compile=true`: the model of the training attacks and updates, and of the evaluation's attacks, through
 torch.compile, eager where it cannot compile.
 
-Only the forward pass is compiled (torch.compile of the model's own `forward`): parameters, buffers, train/eval mode
-and every other method (features, logits_and_maps, ...) stay the model's, so checkpoints, selection and evaluation
-see the plain model. In eval mode (the training attacks) the parameters do not require grad during the call: the
+Only the forward pass is compiled (torch.compile of a Classifier's `uncounted` forward, else of `forward`): parameters,
+buffers, train/eval mode and every other method (features, logits_and_maps, ...) stay the model's, so checkpoints,
+selection and evaluation see the plain model. The model's pass counter is told of each compiled pass outside the
+compiled code (inside it, its hook registration broke the graph in two and recompiled both halves: 14 recompilations
+in a proxy-grid run, measured). In eval mode (the training attacks) the parameters do not require grad during the call: the
 compiled backward then computes the input's gradient only (eager autograd skips the weight gradients an attack does
 not ask for; a compiled backward computes every gradient its graph has: small_cnn's PGD on the CPU took about 1.4x
 as long with them, measured). A compile failure (no C++ compiler for the CPU backend, no Triton for CUDA, an operator
@@ -26,15 +28,17 @@ class CompiledModel(nn.Module):
         super().__init__()
         self.model = model
         self.purpose = purpose  # what goes on eagerly after a failure to compile, for the warning
-        self.compiled: Callable[[torch.Tensor], torch.Tensor] | None = torch.compile(model.forward)
+        self.compiled: Callable[[torch.Tensor], torch.Tensor] | None = torch.compile(getattr(model, "uncounted", model.forward))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.compiled is not None:  # torch._dynamo, named below, was loaded by torch.compile (not at import: ~1.2 s)
             try:
-                if self.model.training:
-                    return self.compiled(x)
-                with frozen(self.model):
-                    return self.compiled(x)
+                with contextlib.nullcontext() if self.model.training else frozen(self.model):
+                    out = self.compiled(x)
+                counter = getattr(self.model, "pass_counter", None)
+                if counter is not None:  # as Classifier.features counts an eager pass (the logits need its features)
+                    counter.record(out)
+                return out
             except torch._dynamo.exc.TorchDynamoException as err:  # raised before the compiled code ran: nothing half-done
                 self.compiled = None
                 cause = getattr(err, "inner_exception", None) or err  # what the backend raised, if that was it

@@ -41,6 +41,11 @@ class Classifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
+    def uncounted(self, x: torch.Tensor) -> torch.Tensor:
+        """forward without telling the pass counter: what compile.CompiledModel compiles (the counter's Python side
+        effects would split the graph) and counts around."""
+        return self.head(self.body((x - self.mean) / self.std))
+
     def map_layers(self) -> list[nn.Module]:
         """The modules whose outputs are the intermediate feature maps of `feature_maps`, shallow to deep."""
         raise NotImplementedError

@@ -12,11 +12,14 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch._dynamo.testing import CompileCounterWithBackend
 
 from acs_core.bench import bench_train
 from acs_core.compile import CompiledModel
 from acs_core.config import RunConfig
 from acs_core.data import DATASETS
+from acs_core.models import build_model
+from acs_core.timing import PhaseTimer
 from acs_core.train import build_experiment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,6 +123,30 @@ def test_compiled_model_matches_eager_and_attacks_without_weight_gradients(aot_e
         assert torch.allclose(p.grad, q.grad, atol=1e-6), name
     assert torch.allclose(net.body[1].running_mean, twin.body[1].running_mean)
     assert compiled.compiled is not None
+
+
+def test_a_compiled_classifier_is_one_graph_per_mode_and_counts_the_eager_passes(monkeypatch):
+    """The pass counter is told outside the compiled code: one graph per BatchNorm mode (no break at the features),
+    and the same forward and backward sample-passes as the eager model in an attack step and an update."""
+    real, graphs = torch.compile, CompileCounterWithBackend("aot_eager")
+    monkeypatch.setattr(torch, "compile", lambda fn: real(fn, backend=graphs))
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = build_model("small_cnn", in_channels=1, num_classes=10, mean=(0.5,), std=(0.25,))
+    twin, (eager, compiled) = copy.deepcopy(model), (PhaseTimer(torch.device("cpu")) for _ in range(2))
+    eager.watch(twin)
+    compiled.watch(model)
+    wrapped, x, y = CompiledModel(model), torch.rand(8, 1, 28, 28), torch.arange(8)
+    for net, timer in ((twin, eager), (wrapped, compiled)):
+        with timer("attack"):
+            model.eval(), twin.eval()
+            xa = x.clone().requires_grad_(True)
+            torch.autograd.grad(F.cross_entropy(net(xa), y), xa)
+        with timer("update"):
+            model.train(), twin.train()
+            F.cross_entropy(net(x), y).backward()
+    assert compiled.passes == eager.passes == {"attack": {"forward": 8, "backward": 8}, "update": {"forward": 8, "backward": 8}}
+    assert graphs.frame_count == 2, graphs.frame_count  # eval (frozen) and train: no graph break, no recompile
 
 
 def test_a_failure_to_compile_is_one_warning_and_training_goes_on_eagerly(monkeypatch, capsys):
