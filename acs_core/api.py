@@ -17,8 +17,8 @@ Cheap to import (no torch): the functions that need a registry import it when ca
 - command_args(settings), evaluate_args(...), format_value(value): each job's command line (`acs train`, `acs score`,
   the data rule, `acs evaluate`), the one text form of a value (command lines and folder names) and parse_value(key,
   text), its reading back (YAML, 1e-3 a float);
-- run_record(folder), curve_rows(folder): a run folder's metrics.json and eval.json as one flat row, and its curves;
-  read_json(path): a JSON file the engine or the workflow wrote, None where it is missing or half-written.
+- read_run(folder): a run folder's metrics.json and eval.json, read once (RunFiles: complete, record() as one flat
+  row, curves()); read_json(path): a JSON file the engine or the workflow wrote, None where missing or half-written.
 Every error is a ConfigError whose one-line message names the key and the fix.
 
 The registry answers (check_name, describe_selector) are kept on disk per version of acs_core's source (FacadeMemo),
@@ -39,15 +39,15 @@ from typing import Any, Callable
 
 from .config import (ATTACK_KEYS, PROXY_KEYS, SCORE_KEYS, ConfigError, RunConfig, format_value, parse_value,
                      to_overrides)
-from .summary import curve_rows, read_json, run_record
+from .summary import RunFiles, read_json, read_run
 from .schedule import CORESET as CORESET_EPOCH
 from .schedule import FULL as FULL_EPOCH
 from .schedule import Schedule
 
 __all__ = ["BASELINE", "COMPUTE_MATCHED", "CORESET", "FULL", "GRID_KEYS", "REGISTRIES", "SCORED", "UNATTACKED",
-           "ConfigError", "SelectorInfo", "check_axis", "check_name", "command_args", "curve_rows", "describe_selector",
-           "evaluate_args", "format_value", "ignored_keys", "matched_epochs", "parse_value", "read_json", "registry", "run_record", "run_settings",
-           "score_keys", "scored_selectors", "stage_data", "train_settings"]
+           "ConfigError", "RunFiles", "SelectorInfo", "check_axis", "check_name", "command_args", "describe_selector",
+           "evaluate_args", "format_value", "ignored_keys", "matched_epochs", "parse_value", "read_json", "read_run",
+           "registry", "run_settings", "score_keys", "scored_selectors", "stage_data", "train_settings"]
 
 FULL = "full"  # the selector that trains every epoch on all data (RunConfig's default): a grid's shared baseline
 COMPUTE_MATCHED = "compute_matched"  # no registered selector: full data for the epoch-equivalents of a coreset run

@@ -149,14 +149,15 @@ def _bench_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Attack a finished run's model with a suite and write eval.json (default RUN_DIR/eval.json)."""
-    from .evaluate import EVAL_FILE, evaluate_run, parse_eps_list
+    from .evaluate import evaluate_run, parse_eps_list
+    from .summary import EVAL
 
     fgsm_eps = None if args.fgsm_eps is None else parse_eps_list(args.fgsm_eps)
     res = evaluate_run(args.run_dir, args.suite, args.batch_size, args.device, args.test_size, fgsm_eps, args.out, args.quiet,
                        args.strength_subset, args.compile)
     attacks = "  ".join(f"{name} {a['acc']:.2f}%" for name, a in res["attacks"].items())
     failed = [c["name"] for c in res["sanity"]["checks"] if not c["ok"]]
-    print(f"{args.out or f'{args.run_dir}/{EVAL_FILE}'}: {res['suite']} on {res['test_samples']} test images: "
+    print(f"{args.out or f'{args.run_dir}/{EVAL}'}: {res['suite']} on {res['test_samples']} test images: "
           f"clean {res['clean_acc']:.2f}%  {attacks}  robust {res['robust_acc']:.2f}%  ({res['seconds']:.1f}s)"
           + (f"  POSSIBLE GRADIENT MASKING: {'; '.join(failed)}" if failed else ""))
     return 0

@@ -5,11 +5,11 @@ Only the forward pass is compiled (torch.compile of a Classifier's `uncounted` f
 buffers, train/eval mode and every other method (features, logits_and_maps, ...) stay the model's, so checkpoints,
 selection and evaluation see the plain model. The model's pass counter is told of each compiled pass outside the
 compiled code (inside it, its hook registration broke the graph in two and recompiled both halves: 14 recompilations
-in a proxy-grid run, measured). In eval mode (the training attacks) the parameters do not require grad during the call: the
-compiled backward then computes the input's gradient only (eager autograd skips the weight gradients an attack does
-not ask for; a compiled backward computes every gradient its graph has: small_cnn's PGD on the CPU took about 1.4x
-as long with them, measured). A compile failure (no C++ compiler for the CPU backend, no Triton for CUDA, an operator
-the backend lacks) is one warning line; the same call and every later one then run eagerly."""
+in a proxy-grid run, measured). In eval mode (the training attacks) the parameters do not require grad during the
+call: the compiled backward then computes the input's gradient only (eager autograd skips the weight gradients an
+attack does not ask for; a compiled backward computes every gradient its graph has: small_cnn's PGD on the CPU took
+about 1.4x as long with them, measured). A compile failure (no C++ compiler for the CPU backend, no Triton for CUDA,
+an operator the backend lacks) is one warning line; the same call and every later one then run eagerly."""
 from __future__ import annotations
 
 import contextlib
@@ -28,7 +28,8 @@ class CompiledModel(nn.Module):
         super().__init__()
         self.model = model
         self.purpose = purpose  # what goes on eagerly after a failure to compile, for the warning
-        self.compiled: Callable[[torch.Tensor], torch.Tensor] | None = torch.compile(getattr(model, "uncounted", model.forward))
+        forward = getattr(model, "uncounted", model.forward)  # a Classifier's forward without its pass counter
+        self.compiled: Callable[[torch.Tensor], torch.Tensor] | None = torch.compile(forward)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.compiled is not None:  # torch._dynamo, named below, was loaded by torch.compile (not at import: ~1.2 s)

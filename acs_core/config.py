@@ -38,7 +38,7 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\
                               list("-+.0123456789"))
 
 
-def _parse(key: str, text: str) -> Any:
+def parse_value(key: str, text: str) -> Any:
     """One YAML value as config files and key=value arguments write it; an empty text is None."""
     try:
         return yaml.load(text, Loader=_Loader) if text.strip() else None
@@ -175,12 +175,12 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and _parse(key, value) is None):
+        if value is None or (isinstance(value, str) and parse_value(key, value) is None):
             return None
         (annotation,) = [a for a in args if a is not type(None)]
         return _coerce(key, value, annotation)
     if isinstance(value, str) and annotation is not str:
-        value = _parse(key, value)
+        value = parse_value(key, value)
     if origin is list:
         items = value if isinstance(value, list) else [value]
         return [_coerce(key, v, args[0]) for v in items]
@@ -211,14 +211,8 @@ def selector_option(key: str) -> str | None:
 
 def format_value(value: Any) -> str:
     """A value as the command line and folder names write it: strings as they are, anything else as compact JSON,
-    which `_parse` reads back to the same value (YAML is a superset of JSON)."""
+    which `parse_value` reads back to the same value (YAML is a superset of JSON)."""
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-
-
-def parse_value(key: str, text: str) -> Any:
-    """`text` read as config files and key=value arguments write a value (YAML, 1e-3 a float; empty: None); a
-    ConfigError naming `key` where it is no YAML."""
-    return _parse(key, text)
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -230,7 +224,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             raise ConfigError(f"{item!r}: expected key=value, e.g. dataset=fashion_mnist")
         option = selector_option(key)
         if option is not None:
-            values.setdefault("selector_opts", {})[option] = _parse(key, raw)
+            values.setdefault("selector_opts", {})[option] = parse_value(key, raw)
         else:
             values[key] = raw
     return values

@@ -36,7 +36,6 @@ from .runtime import environment, epoch_seed, resolve_device
 from .suites import APGD, APGD_CE, PGD20, SUITES, SWEEP_SCALES, AttackSpec, Suite
 from .summary import EVAL
 
-EVAL_FILE = EVAL  # the run folder's evaluation record (acs_core.summary reads it)
 ORDER_TOL = 1.0  # percentage points (or one test sample, if more) an attack order or a curve may be violated by
 PGD_GAP_TOL = 3.0  # percentage points (or one sample) by which PGD-20 and the stronger PGD (e.g. PGD-50 x 10) may differ
 AA_GAP_TOL = 10.0  # percentage points (or one sample) AutoAttack may fall below the strongest PGD of the same threat model
@@ -339,5 +338,5 @@ def evaluate_run(run_dir: str | Path, suite: str = "quick", batch_size: int | No
     result = {"schema_version": SCHEMA_VERSION, "suite": suite, "run_config_hash": record["config_hash"],
               "compile": cfg.compile if compile is None else compile, **result,
               "environment": environment(dev)}
-    write_json(Path(out) if out is not None else run_dir / EVAL_FILE, result)
+    write_json(Path(out) if out is not None else run_dir / EVAL, result)
     return result

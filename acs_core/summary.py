@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +24,33 @@ def read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def run_record(folder: str | Path) -> dict[str, Any]:
-    """A run folder's record: `complete` (both files there), the metrics.json numbers, then eval.json's, which
-    replace the in-run clean/robust accuracy. A missing file leaves its fields out."""
-    folder = Path(folder)
-    metrics, evaluation = read_json(folder / METRICS), read_json(folder / EVAL)
-    out: dict[str, Any] = {"complete": bool(metrics and evaluation)}
-    if metrics:
-        out.update(_training(metrics))
-    if evaluation:
-        out.update(_evaluation(evaluation))
-    return out
+@dataclass(frozen=True)
+class RunFiles:
+    """A run folder's records, read once: metrics.json (training) and eval.json (the suite), None where missing."""
+
+    metrics: dict[str, Any] | None
+    evaluation: dict[str, Any] | None
+
+    @property
+    def complete(self) -> bool:
+        """Trained and evaluated."""
+        return bool(self.metrics and self.evaluation)
+
+    def record(self) -> dict[str, Any]:
+        """The flat row: the metrics.json numbers, then eval.json's, which replace the in-run clean/robust accuracy. A
+        missing file leaves its fields out."""
+        return {**(_training(self.metrics) if self.metrics else {}),
+                **(_evaluation(self.evaluation) if self.evaluation else {})}
+
+    def curves(self) -> list[dict[str, Any]]:
+        """The accuracy-vs-eps curves of eval.json, long format (curve, eps, acc); none without one."""
+        return [{"curve": name, "eps": p["eps"], "acc": p["acc"]}
+                for name, points in (self.evaluation or {}).get("curves", {}).items() for p in points]
+
+
+def read_run(folder: str | Path) -> RunFiles:
+    """The records of a run folder (each file read once)."""
+    return RunFiles(read_json(Path(folder) / METRICS), read_json(Path(folder) / EVAL))
 
 
 def _training(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -87,10 +104,3 @@ def _fgsm_at_eps(evaluation: dict[str, Any]) -> float | None:
         if math.isclose(point["eps"], evaluation["eps"], rel_tol=1e-6, abs_tol=1e-9):
             return point["acc"]
     return None
-
-
-def curve_rows(folder: str | Path) -> list[dict[str, Any]]:
-    """The accuracy-vs-eps curves of a run folder's eval.json, long format (curve, eps, acc); none without one."""
-    evaluation = read_json(Path(folder) / EVAL) or {}
-    return [{"curve": name, "eps": p["eps"], "acc": p["acc"]}
-            for name, points in evaluation.get("curves", {}).items() for p in points]

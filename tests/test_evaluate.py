@@ -16,9 +16,9 @@ from acs_core import api, attacks, evaluate
 from acs_core.cli import main
 from acs_core.config import RunConfig
 from acs_core.data import Split, load_synthetic
-from acs_core.evaluate import EVAL_FILE, evaluate_model, evaluate_run, parse_eps_list, sanity_checks
+from acs_core.evaluate import evaluate_model, evaluate_run, parse_eps_list, sanity_checks
 from acs_core.records import MODEL
-from acs_core.summary import METRICS
+from acs_core.summary import EVAL, METRICS
 from acs_core.suites import SUITES, AttackSpec, Suite
 from acs_core.metrics import accuracy
 from acs_core.train import run
@@ -293,7 +293,7 @@ def test_evaluation_runs_without_tf32_and_restores_the_settings(model_and_test, 
 
 def test_evaluate_run_writes_eval_json_and_reproduces_metrics(run_dir):
     res = evaluate_run(run_dir, "quick", fgsm_eps=[0.0, 0.1], quiet=True)
-    on_disk = json.loads((run_dir / EVAL_FILE).read_text())
+    on_disk = json.loads((run_dir / EVAL).read_text())
     metrics = json.loads((run_dir / METRICS).read_text())
     assert on_disk == json.loads(json.dumps(res))
     assert {"schema_version", "suite", "run_config_hash", "test_samples", "norm", "eps", "clean_acc", "attacks",
@@ -310,26 +310,29 @@ def test_evaluate_run_writes_eval_json_and_reproduces_metrics(run_dir):
 
 
 def test_run_record_reads_a_real_run_folder(run_dir, tmp_path):
-    """api.run_record, the engine's run-to-record function: an evaluated folder is one complete row of its metrics.json
+    """api.read_run, the engine's run-to-record function: an evaluated folder is one complete row of its metrics.json
     and eval.json numbers (eval.json's accuracies win); without eval.json it is incomplete with the in-run ones."""
     evaluate_run(run_dir, "quick", fgsm_eps=[0.0, 0.1], quiet=True)
     metrics = json.loads((run_dir / METRICS).read_text())
-    evaluation = json.loads((run_dir / EVAL_FILE).read_text())
-    row = api.run_record(run_dir)
-    assert row["complete"] and (row["run_epochs"], row["selections"], row["epoch_equivalents"]) == (2, 0, 2.0)
+    evaluation = json.loads((run_dir / EVAL).read_text())
+    run = api.read_run(run_dir)
+    row = run.record()
+    assert run.complete and (row["run_epochs"], row["selections"], row["epoch_equivalents"]) == (2, 0, 2.0)
     assert (row["clean_acc"], row["robust_acc"], row["robust_attack"], row["suite"]) == (
         evaluation["clean_acc"], evaluation["robust_acc"], "PGD-20", "quick")
     assert row["acc_pgd20_linf"] == evaluation["attacks"]["pgd20_linf"]["acc"]
     assert row["time_train"] == metrics["timings"]["training_epochs"] > 0
     assert row["training_passes"] == metrics["compute"]["training_passes"] > 0
     assert row["strength_flagged"] is False and row["run_device"] == "cpu"
-    assert [(c["curve"], c["eps"]) for c in api.curve_rows(run_dir)] == [("fgsm_linf", 0.0), ("fgsm_linf", 0.1)]
+    assert [(c["curve"], c["eps"]) for c in run.curves()] == [("fgsm_linf", 0.0), ("fgsm_linf", 0.1)]
     bare = tmp_path / "bare"
     bare.mkdir()
     (bare / METRICS).write_text((run_dir / METRICS).read_text())
-    row = api.run_record(bare)
-    assert not row["complete"] and row["robust_acc"] == metrics["final"]["robust_acc"] and "suite" not in row
-    assert api.curve_rows(bare) == [] and api.run_record(tmp_path / "none") == {"complete": False}
+    run = api.read_run(bare)
+    row = run.record()
+    assert not run.complete and row["robust_acc"] == metrics["final"]["robust_acc"] and "suite" not in row
+    none = api.read_run(tmp_path / "none")
+    assert run.curves() == [] and not none.complete and none.record() == {}
 
 
 def test_strength_subset_option(run_dir, tmp_path):
@@ -352,7 +355,7 @@ def test_paper_suite_on_a_subset(run_dir, tmp_path):
     pgd = res["attacks"]["pgd50x10_linf"]
     assert (res["test_samples"], pgd["steps"], pgd["restarts"], pgd["alpha"]) == (30, 50, 10, pytest.approx(0.1 / 4))
     assert res["robust_acc"] == pgd["acc"] <= res["clean_acc"]
-    assert not (run_dir / EVAL_FILE).exists() or json.loads((run_dir / EVAL_FILE).read_text())["suite"] != "paper"
+    assert not (run_dir / EVAL).exists() or json.loads((run_dir / EVAL).read_text())["suite"] != "paper"
 
 
 @pytest.mark.parametrize("case", ["bad suite", "missing folder", "corrupt model", "empty model", "list model",
@@ -382,7 +385,7 @@ def test_bad_input_one_line_exit_2_nothing_written(run_dir, tmp_path, capsys, ca
     assert main(["evaluate", str(folder), "--quiet", *args]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("acs: error:"), lines
-    assert not (folder / EVAL_FILE).exists()
+    assert not (folder / EVAL).exists()
 
 
 @pytest.mark.parametrize("suite", ["full", "quick"])  # quick: its attack-strength check is APGD

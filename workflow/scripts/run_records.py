@@ -1,5 +1,5 @@
 """Run folders -> records: one row per run of the grid's manifest (every axis value, its baseline and folder), its
-status, and the engine's record of the folder (acs_core.api.run_record: metrics.json and eval.json numbers); a failure
+status, and the engine's record of the folder (acs_core.api.read_run: metrics.json and eval.json numbers); a failure
 marker's fields as failed_<key> (stage, the engine's status such as `diverged`, epoch, step), log, error. Plus the
 accuracy-vs-eps curves, and the two frame helpers every later step uses."""
 from __future__ import annotations
@@ -20,20 +20,22 @@ def failure(row: dict[str, Any]) -> dict[str, Any] | None:
     return next((found for found in map(api.read_json, markers) if found is not None), None)
 
 
-def record(row: dict[str, Any]) -> dict[str, Any]:
+def record(row: dict[str, Any], run: api.RunFiles) -> dict[str, Any]:
     """One flat record: the manifest row + status (complete | failed | missing) + the engine's record of its folder."""
-    engine = api.run_record(row["dir"])
     failed = failure(row)
-    out = {**row, "status": "complete" if engine.pop("complete") else "failed" if failed else "missing"}
+    out = {**row, "status": "complete" if run.complete else "failed" if failed else "missing"}
     if failed:
         out.update({k if k in ("log", "error") else f"failed_{k}": v for k, v in failed.items()})
-    return {**out, **engine}
+    return {**out, **run.record()}
 
 
 def collect(manifest: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every run of the manifest -> (records, curves); a failed or missing run is a row with its status."""
-    records = [record(row) for row in manifest]
-    curves = [{"run": row["run"], **point} for row in manifest for point in api.curve_rows(row["dir"])]
+    records, curves = [], []
+    for row in manifest:
+        run = api.read_run(row["dir"])
+        records.append(record(row, run))
+        curves += [{"run": row["run"], **point} for point in run.curves()]
     return pd.DataFrame(records), pd.DataFrame(curves, columns=CURVE_COLUMNS)
 
 
