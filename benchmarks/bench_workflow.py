@@ -6,10 +6,12 @@
   is trained: the dry run parses and validates the config (acs_core's checks included), builds the DAG and prints the
   plan. Beside it, the same dry run of a trivial Snakefile with as many jobs (one rule touching a file per job): the
   ratio of the two is the project's own cost over Snakemake's floor (target <= 1.3x).
-- with --default-grid: the default grid (config/config.yaml) end to end with `snakemake --cores 2` in a fresh
-  folder: wall time and the CPU time of all its processes (the latter barely depends on other load on the machine).
+- with --default-grid, instead: the default grid (config/config.yaml) end to end with `snakemake --cores 2` in a fresh
+  folder, eager and then compiled (`compile: true`): wall time and the CPU time of all its processes (the latter
+  barely depends on other load on the machine), and the ratio of the two wall times.
 
-    python benchmarks/bench_workflow.py [--repeats 3] [--seeds 10] [--default-grid]
+    python benchmarks/bench_workflow.py [--repeats 3] [--seeds 10]
+    python benchmarks/bench_workflow.py --default-grid [--keep DIR]
 """
 from __future__ import annotations
 
@@ -80,31 +82,48 @@ def dry_run(repeats: int, seeds: int) -> None:
         trivial = Path(tmp) / "trivial"
         trivial.mkdir()
         (trivial / "Snakefile").write_text(TRIVIAL.format(n=jobs - 1))  # + rule all
-        _, floor, floor_jobs = _dry_runs([sys.executable, "-m", "snakemake", "-n", "--directory", str(trivial),
-                                          "--cores", "2"], repeats)
+        _, floor, floor_jobs = _dry_runs([sys.executable, "-m", "snakemake", "-n", "-s", str(trivial / "Snakefile"),
+                                          "--directory", str(trivial), "--cores", "2"], repeats)
         print(f"a trivial Snakefile, {floor_jobs} jobs: best of {repeats} {floor[0]:.1f} s (CPU {floor[1]:.1f} s); "
               f"the project's dry run / the trivial one: {best[0] / floor[0]:.2f}x wall, {best[1] / floor[1]:.2f}x CPU "
               f"(target <= 1.3x); load average {os.getloadavg()}")
 
 
-def default_grid() -> None:
+def default_grid(keep: Path | None) -> None:
+    """The default grid end to end, eager and then compiled (`defaults: {compile: true}` over config/config.yaml,
+    its own compile cache), each in a fresh folder (under `keep` when given, else a temporary one): wall and CPU time
+    of each and their ratio."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [*SNAKEMAKE, "--directory", tmp, "--configfile", str(ROOT / "config" / "config.yaml"), "--cores", "2"]
-        wall, cpu, text = timed(cmd)
-        jobs = re.search(r"(\d+) of (\d+) steps \(100%\) done", text)
-        print(f"default grid (config/config.yaml, --cores 2): {jobs.group(2) if jobs else '?'} jobs, wall {wall / 60:.1f} min, "
-              f"CPU {cpu / 60:.1f} min (user + system of every job)")
+        root = keep or Path(tmp)
+        overlay = root / "compiled.yaml"
+        root.mkdir(parents=True, exist_ok=True)
+        overlay.write_text(yaml.safe_dump({"defaults": {"compile": True}}))
+        walls = {}
+        for name, extra in (("eager", []), ("compiled", [str(overlay)])):
+            folder = root / name
+            cmd = [*SNAKEMAKE, "--directory", str(folder), "--configfile", str(ROOT / "config" / "config.yaml"), *extra,
+                   "--cores", "2"]
+            print(f"# {name}: load average {os.getloadavg()}", flush=True)
+            wall, cpu, text = timed(cmd)
+            jobs = re.search(r"(\d+) of (\d+) steps \(100%\) done", text)
+            walls[name] = wall
+            print(f"default grid (config/config.yaml, --cores 2) {name}: {jobs.group(2) if jobs else '?'} jobs, "
+                  f"wall {wall / 60:.1f} min, CPU {cpu / 60:.1f} min (user + system of every job)", flush=True)
+        print(f"eager / compiled wall time: {walls['eager'] / walls['compiled']:.2f}x; load average {os.getloadavg()}")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=3, help="dry runs to time after the first one")
     p.add_argument("--seeds", type=int, default=10, help="seeds of the generated grid (10: about 3,000 jobs, 33: 10,000)")
-    p.add_argument("--default-grid", action="store_true", help="also run the default grid end to end (minutes)")
+    p.add_argument("--default-grid", action="store_true",
+                   help="run the default grid end to end, eager and compiled (about 30 minutes), instead of the dry runs")
+    p.add_argument("--keep", type=Path, help="with --default-grid: run the grids in DIR/eager and DIR/compiled and keep them")
     args = p.parse_args()
-    dry_run(args.repeats, args.seeds)
     if args.default_grid:
-        default_grid()
+        default_grid(args.keep)
+    else:
+        dry_run(args.repeats, args.seeds)
 
 
 if __name__ == "__main__":
