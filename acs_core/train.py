@@ -6,6 +6,7 @@ import contextlib
 import json
 import math
 import pickle
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -240,6 +241,8 @@ def _train(exp: Experiment, out: Path, digest: str) -> dict[str, Any]:
     and no checkpoint (a rerun starts afresh, e.g. with a lower lr) and raises DivergedError."""
     cfg = exp.cfg
     state = _restore(out / CHECKPOINT, exp, digest)
+    if state.epoch:  # said even when quiet: the log of a rerun job shows that it went on where the killed one stopped
+        print(f"acs train: resuming {out} from its checkpoint at epoch {state.epoch}", file=sys.stderr, flush=True)
     timer = PhaseTimer(exp.device, state.timings, state.cpu, state.passes)
     timer.watch(exp.model)
     coreset = None if state.coreset_rows is None else Coreset(torch.tensor(state.coreset_rows), torch.tensor(state.coreset_weights))

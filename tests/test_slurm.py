@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 
 from acs_core.config import ConfigError, RunConfig
 from acs_core.submit import expand_sweep, options_from_env, parse_minutes, parse_sweep
@@ -53,7 +55,7 @@ def cluster() -> Iterator[dict[str, str]]:
     started = re.findall(r"\] starting (\w+)", proc.stdout)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ACS_SLURM_", "SLURM_", "SBATCH_"))}
     yield {**env, "ACS_SLURM_GPUS": "0", "ACS_SLURM_RETRIES": "0", "ACS_SLURM_INIT_SECONDS": "3",
-           "ACS_SLURM_LATENCY_WAIT": "5"}
+           "ACS_SLURM_LATENCY_WAIT": "5", "ACS_SLURM_STATUS_EVERY": "10"}
     if started:
         subprocess.run(["bash", "scripts/slurm-cluster.sh", "stop", *started], cwd=REPO, capture_output=True,
                        text=True, timeout=300, check=False)
@@ -279,6 +281,84 @@ def test_snakemake_grid_through_the_slurm_profile(cluster, tmp_path):
     assert {status[run][0] for run in GOOD} == {"complete"}
 
 
+def _packed_grid() -> dict:
+    """16 runs (the full-data baseline and a random coreset, 8 seeds) packed 8 trainings and 16 evaluations to a
+    SLURM job; each training pack holds one stand-in GPU."""
+    grid = _grid()
+    return {**grid, "datasets": {"fashion_mnist": grid["datasets"]["fashion_mnist"]}, "seeds": list(range(8)),
+            "defaults": {**grid["defaults"], "epochs": 4}, "pack": {"train": 8, "evaluate": 16},
+            "resources": {"train": {"gpu": 1, "mem_mb": 1000, "runtime": 10},
+                          "evaluate": {"mem_mb": 1000, "runtime": 10}}}
+
+
+def _run_files(workdir: Path, name: str) -> dict[str, dict]:
+    return {str(p.parent.relative_to(workdir / "results" / "runs")): json.loads(p.read_text())
+            for p in sorted((workdir / "results" / "runs").rglob(name))}
+
+
+@pytest.mark.skipif(not (REPO / "workflow" / "Snakefile").exists(), reason="no Snakemake workflow in this checkout")
+def test_packed_grid_submits_a_job_per_pack_matches_the_unpacked_grid_and_resumes(cluster, tmp_path):
+    """pack: {train: 8, evaluate: 16} on 16 runs: 2 training SLURM jobs, each holding one GPU for its 8 runs (run two
+    at a time: `--cores 2` caps a pack to the node's 2 CPUs), and 1 evaluation job; every run's metrics and evaluation
+    equal the unpacked local grid's. A pack killed mid-run (Snakemake killed, its SLURM jobs cancelled) resumes its
+    runs from their checkpoints on rerun (after `--unlock`), to the same results."""
+    grid = _packed_grid()
+    env = {k: v for k, v in cluster.items() if k != "ACS_SLURM_GPUS"}  # the grid's `gpu` decides
+    local = subprocess.Popen(_snakemake(tmp_path / "local", {**grid, "pack": {}}, "--cores", "2"), cwd=REPO,
+                             env=cluster, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    packed = subprocess.run(_snakemake(tmp_path / "packed", grid, "--profile", "slurm", "--cores", "2", limit=900),
+                            cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    local_out = local.communicate(timeout=900)[0]
+    assert local.returncode == 0, local_out[-3000:]
+    assert packed.returncode == 0, (packed.stdout + packed.stderr)[-3000:]
+
+    trained, evaluated = _run_files(tmp_path / "packed", "metrics.json"), _run_files(tmp_path / "packed", "eval.json")
+    assert len(trained) == len(evaluated) == 16
+    train_jobs = {m["environment"]["slurm_job_id"] for m in trained.values()}
+    eval_jobs = {e["environment"]["slurm_job_id"] for e in evaluated.values()}
+    assert len(train_jobs) == 2 and len(eval_jobs) == 1, (train_jobs, eval_jobs)
+    for job_id in train_jobs:
+        assert _wait(f"sacct to record job {job_id}", lambda j=job_id: _sacct_states(j) == ["COMPLETED"], timeout=30, every=1)
+        assert _sacct_gpus(job_id) == "gres/gpu=1"
+    unpacked = {name: _run_files(tmp_path / "local", name) for name in ("metrics.json", "eval.json")}
+    assert _outcome(trained) == _outcome(unpacked["metrics.json"])
+    assert _outcome(evaluated) == _outcome(unpacked["eval.json"])
+
+    # kill a pack mid-run (Snakemake killed hard, its SLURM jobs cancelled), then unlock and rerun: the interrupted
+    # runs resume from their checkpoints
+    workdir = tmp_path / "killed"
+    first = subprocess.Popen(_snakemake(workdir, grid, "--profile", "slurm", "--cores", "2"), cwd=REPO, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def interrupted() -> list[tuple[Path, int]]:
+        runs = [p.parent for p in (workdir / "results" / "runs").rglob("checkpoint.pt")]
+        return [(r, e) for r in runs if not (r / "metrics.json").exists() and (e := _checkpoint_epoch(r)) >= 1]
+
+    def queued() -> list[str]:  # the killed grid's packs: the only jobs left on the test cluster
+        return subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout.split()
+
+    try:
+        (run_dir, epoch), *_ = _wait("a packed run with a checkpoint", interrupted, timeout=600)
+    finally:  # also when the wait fails: no pack of this test outlives it
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=60)
+        if queued():
+            subprocess.run(["scancel", *queued()], check=True)
+    assert _wait("the killed packs to leave the queue", lambda: not queued(), timeout=120, every=1)
+    unlock = subprocess.run(_snakemake(workdir, grid, "--profile", "slurm", "--unlock"), cwd=REPO, env=env,
+                            capture_output=True, text=True, check=False)
+    assert unlock.returncode == 0, (unlock.stdout + unlock.stderr)[-3000:]
+    rerun = subprocess.run(_snakemake(workdir, grid, "--profile", "slurm", "--cores", "2", limit=900), cwd=REPO,
+                           env=env, capture_output=True, text=True, check=False)
+    assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-3000:]
+    run = str(run_dir.relative_to(workdir / "results" / "runs"))
+    log = (workdir / "results" / "logs" / "train" / f"{run}.log").read_text()
+    resumed = re.search(r"acs train: resuming \S+ from its checkpoint at epoch (\d+)", log)
+    assert resumed and int(resumed.group(1)) >= epoch, log[-2000:]
+    assert _outcome(_run_files(workdir, "metrics.json")) == _outcome(unpacked["metrics.json"])
+    assert _outcome(_run_files(workdir, "eval.json")) == _outcome(unpacked["eval.json"])
+
+
 @pytest.mark.skipif(not (REPO / "workflow" / "Snakefile").exists(), reason="no Snakemake workflow in this checkout")
 def test_snakemake_job_asking_for_too_many_gpus_fails_at_once(cluster, tmp_path):
     """More GPUs per job than the node has: sbatch refuses, and Snakemake ends with that reason (rc 1), no hang."""
@@ -290,7 +370,7 @@ def test_snakemake_job_asking_for_too_many_gpus_fails_at_once(cluster, tmp_path)
     assert proc.returncode == 1, text[-3000:]  # 124/137: it hung
     (line,) = [line.strip() for line in text.splitlines() if "SLURM sbatch failed" in line]
     assert "Requested node configuration is not available" in line, line
-    assert f"--gpus={NODE_GPUS + 1}" in text
+    assert f"--gres=gpu:{NODE_GPUS + 1}" in text
     assert not (tmp_path / "slurm" / "results" / "runs" / GOOD[0] / "metrics.json").exists()
 
 
@@ -368,10 +448,26 @@ def test_profile_site_values_come_from_the_environment(monkeypatch):
                  ACS_SLURM_GPU_MODEL="a100", ACS_SLURM_JOBS="7", ACS_SLURM_QOS="normal", ACS_SLURM_RUNTIME="600")
     # quoted: Snakemake evaluates resource values as Python, and `all` is a builtin
     assert {"slurm_partition='all'", "slurm_account='proj-1'", "runtime=600"} <= set(p["default-resources"])
+    # GPUs as a GRES string (not --gpus): a pack of runs (a group job) asks for it once instead of summing it
     assert sorted(p["set-resources"]) == sorted(f"{rule}:{r}" for rule in ("score", "train", "evaluate")
-                                                for r in ("gpu=2", "gpu_model='a100'"))
+                                                for r in ("gpu=0", "gres='gpu:a100:2'"))
     assert (p["jobs"], p["slurm-qos"]) == ("7", "normal")
     p = _profile(monkeypatch, ACS_SLURM_GRES="gpu:v100:1")
     assert {"train:gres='gpu:v100:1'", "train:gpu=0"} <= set(p["set-resources"])
+    p = _profile(monkeypatch, ACS_SLURM_GPUS="1")
+    assert {"train:gres='gpu:1'", "train:gpu=0"} <= set(p["set-resources"])
     p = _profile(monkeypatch, ACS_SLURM_GPUS="0", ACS_SLURM_GPU_MODEL="a100")
-    assert sorted(p["set-resources"]) == ["evaluate:gpu=0", "score:gpu=0", "train:gpu=0"]
+    assert sorted(p["set-resources"]) == sorted(f"{rule}:{r}" for rule in ("score", "train", "evaluate")
+                                                for r in ("gpu=0", "gres=''"))
+
+
+def test_profile_throttles_and_declares_the_pack_sizes(monkeypatch):
+    """A 10,000-job grid: submissions per second and status-query rounds are limited; every pack size the grid
+    schema allows (pack: {RULE: N}) has its group-components entry RULE_packN=N."""
+    p = _profile(monkeypatch)
+    assert (p["max-jobs-per-timespan"], p["seconds-between-status-checks"]) == ("10/1s", "30")
+    sizes = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())["$defs"]["pack"]["enum"]
+    assert sorted(p["group-components"]) == sorted(f"{rule}_pack{n}={n}" for rule in ("score", "train", "evaluate")
+                                                   for n in sizes if n > 1)
+    p = _profile(monkeypatch, ACS_SLURM_SUBMIT_RATE="2/1s", ACS_SLURM_STATUS_EVERY="10")
+    assert (p["max-jobs-per-timespan"], p["seconds-between-status-checks"]) == ("2/1s", "10")

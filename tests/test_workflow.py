@@ -146,6 +146,8 @@ def test_workflow_asks_only_the_facade_which_imports_no_torch():
     ({"sweep": {"seed": [1, 2]}}, "sweep.seed: set by the grid"),
     ({"speedup": "fast"}, "speedup: 'fast' is not one of ['compute', 'cpu', 'wall']"),
     ({"reference": ["random"]}, "reference"),
+    ({"pack": {"train": 3}}, "pack.train: 3 is not one of [1, 2, 4, 8, 16, 32, 64]"),
+    ({"pack": {"collect": 8}}, "pack.collect: unknown key; valid keys here: evaluate, score, train"),
 ])
 def test_bad_config_is_one_line_naming_the_field(change, field):
     with pytest.raises(GridError) as err:
@@ -252,6 +254,37 @@ def test_jobs_share_one_compile_cache_under_the_results(tmp_path):
     commands = [line for line in (proc.stdout + proc.stderr).splitlines() if "-m acs_core " in line]
     assert proc.returncode == 0 and commands, proc.stderr[-2000:]
     assert all("TORCHINDUCTOR_CACHE_DIR=res/compile-cache " in line for line in commands)
+
+
+def test_a_pack_is_one_group_job_holding_its_gpus_once():
+    """pack: {train: 8}: training jobs go in group train_pack8 (the SLURM profile's group-components make it 8 jobs)
+    and ask for the rule's GPUs as a GRES string, which Snakemake does not sum over a group's jobs; unpacked rules
+    keep the integer `gpu` (what --resources gpu=N throttles locally)."""
+    jobs = Jobs(Grid(grid_config(pack={"train": 8, "evaluate": 1},
+                                 resources={"train": {"gpu": 1}, "evaluate": {"gpu": 1}})))
+    assert (jobs.group("train"), jobs.group("evaluate"), jobs.group("score")) == ("train_pack8", None, None)
+    assert jobs.resources("train") == {"mem_mb": 4000, "runtime": 60, "gpu": 0, "gres": "gpu:1"}
+    assert jobs.resources("evaluate") == {"mem_mb": 4000, "runtime": 60, "gpu": 1}
+    assert jobs.threads("train") == 1
+
+
+def test_submissions_counts_the_slurm_jobs_of_a_packed_dry_run(tmp_path):
+    """workflow/scripts/submissions.py: the dry run through the SLURM profile of 16 runs, unpacked and packed by 8
+    (training) and 16 (evaluation); nothing is submitted."""
+    grid = grid_config(objectives={"pgd_linf": {}}, selectors={"random": {}}, fractions=[0.5], seeds=list(range(8)))
+    counts = {}
+    for name, pack in (("unpacked", {}), ("packed", {"train": 8, "evaluate": 16})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "grid.yaml").write_text(yaml.safe_dump({**grid, "pack": pack}))
+        proc = subprocess.run([sys.executable, "workflow/scripts/submissions.py", "--directory", str(tmp_path / name),
+                               "--configfile", str(tmp_path / name / "grid.yaml")], cwd=ROOT, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        counts[name] = proc.stdout.strip().splitlines()
+    assert counts["unpacked"] == ["train: 16 SLURM jobs for 16 jobs (up to 1 per SLURM job)",
+                                  "evaluate: 16 SLURM jobs for 16 jobs (up to 1 per SLURM job)", "total: 32 SLURM jobs"]
+    assert counts["packed"] == ["train: 2 SLURM jobs for 16 jobs (up to 8 per SLURM job)",
+                                "evaluate: 1 SLURM jobs for 16 jobs (up to 16 per SLURM job)", "total: 3 SLURM jobs"]
 
 
 def test_schema_error_stops_snakemake_with_one_line(tmp_path):

@@ -20,10 +20,9 @@ rule collect:
         manifest=JOBS.manifest(),
     log:
         f"{R}/logs/aggregate/collect.log",
-    threads: RESOURCES["aggregate"]["threads"]
+    threads: JOBS.threads("aggregate")
     resources:
-        mem_mb=RESOURCES["aggregate"]["mem_mb"],
-        runtime=RESOURCES["aggregate"]["runtime"],
+        **JOBS.resources("aggregate"),
     conda:
         ENV
     script:
@@ -43,10 +42,9 @@ rule tables:
         primary=JOBS.grid.config["primary"],
     log:
         f"{R}/logs/aggregate/tables.log",
-    threads: RESOURCES["aggregate"]["threads"]
+    threads: JOBS.threads("aggregate")
     resources:
-        mem_mb=RESOURCES["aggregate"]["mem_mb"],
-        runtime=RESOURCES["aggregate"]["runtime"],
+        **JOBS.resources("aggregate"),
     conda:
         ENV
     script:
@@ -67,10 +65,9 @@ rule figure:
         speedup=JOBS.grid.config["speedup"],
     log:
         f"{R}/logs/aggregate/figure/{{figure}}.log",
-    threads: RESOURCES["aggregate"]["threads"]
+    threads: JOBS.threads("aggregate")
     resources:
-        mem_mb=RESOURCES["aggregate"]["mem_mb"],
-        runtime=RESOURCES["aggregate"]["runtime"],
+        **JOBS.resources("aggregate"),
     conda:
         ENV
     script:

@@ -24,7 +24,6 @@ R = JOBS.results
 RUN = f"{R}/runs/{RUN_PATTERN}"
 SCORES = f"{R}/scores/{SCORE_PATTERN}.npz"
 ACTIVE = JOBS.active_runs()
-RESOURCES = {rule: JOBS.resources(rule) for rule in ("score", "train", "evaluate", "aggregate")}
 # every job runs this checkout's acs_core, also inside a --software-deployment-method conda environment
 # jobs run the interpreter of this Snakemake (the project's .venv: scripts/setup.sh), or under
 # --software-deployment-method conda the environment's python3

@@ -14,11 +14,11 @@ rule evaluate:
         mark_failed=MARK_FAILED,
     log:
         f"{R}/logs/evaluate/{RUN_PATTERN}.log",
-    threads: RESOURCES["evaluate"]["threads"]
+    threads: JOBS.threads("evaluate")
     resources:
-        mem_mb=RESOURCES["evaluate"]["mem_mb"],
-        runtime=RESOURCES["evaluate"]["runtime"],
-        gpu=RESOURCES["evaluate"]["gpu"],
+        **JOBS.resources("evaluate"),
+    group:
+        JOBS.group("evaluate")
     conda:
         ENV
     shell:

@@ -13,11 +13,11 @@ rule score:
         mark_failed=MARK_FAILED,
     log:
         f"{R}/logs/score/{SCORE_PATTERN}.log",
-    threads: RESOURCES["score"]["threads"]
+    threads: JOBS.threads("score")
     resources:
-        mem_mb=RESOURCES["score"]["mem_mb"],
-        runtime=RESOURCES["score"]["runtime"],
-        gpu=RESOURCES["score"]["gpu"],
+        **JOBS.resources("score"),
+    group:
+        JOBS.group("score")
     conda:
         ENV
     shell:
@@ -40,11 +40,11 @@ rule train:
         mark_failed=MARK_FAILED,
     log:
         f"{R}/logs/train/{RUN_PATTERN}.log",
-    threads: RESOURCES["train"]["threads"]
+    threads: JOBS.threads("train")
     resources:
-        mem_mb=RESOURCES["train"]["mem_mb"],
-        runtime=RESOURCES["train"]["runtime"],
-        gpu=RESOURCES["train"]["gpu"],
+        **JOBS.resources("train"),
+    group:
+        JOBS.group("train")
     conda:
         ENV
     shell:

@@ -13,6 +13,8 @@ from grid import RUN_PATTERN, SCORE_PATTERN, Grid, Run, ScoreJob
 from mark_failed import FAILED, score_marker
 from settings import GridError
 
+CLUSTER_RULES = ("score", "train", "evaluate")  # the rules whose jobs run on compute nodes (the rest are localrules)
+
 
 def quoted(args: Iterable[str]) -> str:
     return " ".join(shlex.quote(a) for a in args)
@@ -32,8 +34,24 @@ class Jobs:
         self.results = grid.config["results"].rstrip("/")
         self.data = {dataset: self._data_settings(dataset) for dataset in grid.config["datasets"]}
 
-    def resources(self, rule: str) -> dict[str, int]:
-        return dict(self.grid.config["resources"][rule])
+    def threads(self, rule: str) -> int:
+        return self.grid.config["resources"][rule]["threads"]
+
+    def resources(self, rule: str) -> dict[str, int | str]:
+        """A rule's Snakemake resources (mem_mb, runtime, gpu). A packed rule asks for its GPUs as a GRES string,
+        which Snakemake keeps as it is for a group job (it sums integer resources over the jobs run side by side), so
+        that a pack of N runs holds `gpu` GPUs, not N x `gpu`."""
+        res = {k: v for k, v in self.grid.config["resources"][rule].items() if k != "threads"}
+        if self.group(rule) and res["gpu"]:
+            res["gres"] = f"gpu:{res['gpu']}"
+            res["gpu"] = 0
+        return res
+
+    def group(self, rule: str) -> str | None:
+        """The job group of a packed rule (pack: {RULE: N} -> RULE_packN), None for a rule whose jobs are submitted
+        one by one. The SLURM profile's group-components make each RULE_packN group N jobs."""
+        n = self.grid.config["pack"].get(rule, 1)
+        return f"{rule}_pack{n}" if n > 1 else None
 
     # ---------------------------------------------------------------- paths and failures
     def run_dir(self, run: Run) -> str:
