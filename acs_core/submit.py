@@ -24,7 +24,6 @@ from submitit.helpers import DelayedSubmission
 
 from .api import NAMED, run_settings
 from .config import ConfigError, RunConfig, selector_option
-from .records import CHECKPOINT
 from .selection import build_selector
 
 # site defaults shared with the Snakemake profile (slurm/config.yaml): set once in the shell, used by both
@@ -52,10 +51,7 @@ class TrainJob:
         # submitit ignores SIGTERM; SLURM sends it on a requeue or preemption and kills the job KillWait seconds later:
         # stop at once instead (every finished epoch is in checkpoint.pt already)
         signal.signal(signal.SIGTERM, _stop)
-        checkpoint = Path(self.cfg.out) / CHECKPOINT
-        if checkpoint.exists():
-            print(f"acs submit: resuming {self.cfg.out} from {checkpoint}", flush=True)
-        record = run(self.cfg)
+        record = run(self.cfg)  # resumes from checkpoint.pt when there is one, and says so on stderr
         return {"out": self.cfg.out, "final": record["final"], "environment": record["environment"]}
 
     def checkpoint(self) -> DelayedSubmission:

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import resource
@@ -93,8 +94,8 @@ def default_grid(keep: Path | None) -> None:
     """The default grid end to end, eager and then compiled (`defaults: {compile: true}` over config/config.yaml,
     its own compile cache), each in a fresh folder (under `keep` when given, else a temporary one): wall and CPU time
     of each and their ratio."""
-    with tempfile.TemporaryDirectory() as tmp:
-        root = keep or Path(tmp)
+    with contextlib.nullcontext(keep) if keep else tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
         overlay = root / "compiled.yaml"
         root.mkdir(parents=True, exist_ok=True)
         overlay.write_text(yaml.safe_dump({"defaults": {"compile": True}}))

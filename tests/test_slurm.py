@@ -154,8 +154,8 @@ def test_preempted_and_requeued_job_resumes_to_the_uninterrupted_result(cluster,
     states = _wait("sacct to record the end", lambda: (s := _sacct_states(job_id))[-1:] == ["COMPLETED"] and s,
                    timeout=30, every=1)
     assert states == ["REQUEUED", "REQUEUED", "COMPLETED"]
-    log = (tmp_path / "logs" / f"{job_id}_0_log.out").read_text()
-    assert log.count(f"acs submit: resuming {run_dir} from {run_dir / 'checkpoint.pt'}") == 2
+    log = (tmp_path / "logs" / f"{job_id}_0_log.err").read_text()
+    assert len(re.findall(f"acs train: resuming {re.escape(str(run_dir))} from its checkpoint at epoch [1-9]", log)) == 2
     assert record["environment"]["slurm_job_id"] == job_id
     assert record["final"] == reference["final"]
     assert _strip_seconds(record["history"]) == _strip_seconds(reference["history"])
@@ -466,8 +466,8 @@ def test_profile_throttles_and_declares_the_pack_sizes(monkeypatch):
     schema allows (pack: {RULE: N}) has its group-components entry RULE_packN=N."""
     p = _profile(monkeypatch)
     assert (p["max-jobs-per-timespan"], p["seconds-between-status-checks"]) == ("10/1s", "30")
-    sizes = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())["$defs"]["pack"]["enum"]
-    assert sorted(p["group-components"]) == sorted(f"{rule}_pack{n}={n}" for rule in ("score", "train", "evaluate")
-                                                   for n in sizes if n > 1)
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    rules, sizes = schema["properties"]["pack"]["properties"], schema["$defs"]["pack"]["enum"]
+    assert sorted(p["group-components"]) == sorted(f"{rule}_pack{n}={n}" for rule in rules for n in sizes if n > 1)
     p = _profile(monkeypatch, ACS_SLURM_SUBMIT_RATE="2/1s", ACS_SLURM_STATUS_EVERY="10")
     assert (p["max-jobs-per-timespan"], p["seconds-between-status-checks"]) == ("2/1s", "10")

@@ -26,7 +26,7 @@ import render  # noqa: E402
 import run_records  # noqa: E402
 import tables  # noqa: E402
 from grid import Grid  # noqa: E402
-from jobs import Jobs  # noqa: E402
+from jobs import CLUSTER_RULES, Jobs  # noqa: E402
 from settings import GridError  # noqa: E402
 
 from acs_core.api import matched_epochs  # noqa: E402
@@ -266,6 +266,8 @@ def test_a_pack_is_one_group_job_holding_its_gpus_once():
     assert jobs.resources("train") == {"mem_mb": 4000, "runtime": 60, "gpu": 0, "gres": "gpu:1"}
     assert jobs.resources("evaluate") == {"mem_mb": 4000, "runtime": 60, "gpu": 1}
     assert jobs.threads("train") == 1
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    assert tuple(schema["properties"]["pack"]["properties"]) == CLUSTER_RULES  # what the SLURM profile test reads
 
 
 def test_submissions_counts_the_slurm_jobs_of_a_packed_dry_run(tmp_path):
