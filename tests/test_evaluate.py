@@ -274,19 +274,23 @@ def test_accuracies_are_exact_percentages():
 
 
 @pytest.mark.parametrize("fail", [False, True])
-def test_evaluation_runs_without_tf32_and_restores_the_settings(model_and_test, monkeypatch, fail):
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    probe = TF32Probe(fail)
-    _, test = model_and_test
-    suite = Suite((AttackSpec("fgsm"),))
-    if fail:
-        with pytest.raises(RuntimeError, match="boom"):
+def test_evaluation_runs_without_tf32_and_restores_the_settings(model_and_test, fail):
+    # saved and restored by hand: monkeypatch cannot undo torch's property-like cuBLAS flag under pytest 9.2
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        probe = TF32Probe(fail)
+        _, test = model_and_test
+        suite = Suite((AttackSpec("fgsm"),))
+        if fail:
+            with pytest.raises(RuntimeError, match="boom"):
+                evaluate_model(probe, test.subset(torch.arange(8)), suite, "linf", 0.1, EPS, CPU, 4, seed=0, quiet=True)
+        else:
             evaluate_model(probe, test.subset(torch.arange(8)), suite, "linf", 0.1, EPS, CPU, 4, seed=0, quiet=True)
-    else:
-        evaluate_model(probe, test.subset(torch.arange(8)), suite, "linf", 0.1, EPS, CPU, 4, seed=0, quiet=True)
-    assert probe.seen and set(probe.seen) == {(False, False)}  # every pass, clean and attacked, in full fp32
-    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (True, True)
+        assert probe.seen and set(probe.seen) == {(False, False)}  # every pass, clean and attacked, in full fp32
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (True, True)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 # ---------------------------------------------------------------- run folders and the CLI
