@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import pickle
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from fractions import Fraction
 from itertools import accumulate
 from pathlib import Path
@@ -46,15 +46,21 @@ STRENGTH_SEED = 0  # the strength check's subset: the same images for every run 
 
 
 @contextmanager
-def fp32() -> Iterator[None]:
-    """Full float32 matmuls and convolutions inside the block (no TF32 on CUDA, which would weaken the attacks'
-    gradients and shift accuracies); the previous settings come back afterwards, also on an error."""
+def tf32(allowed: bool) -> Iterator[None]:
+    """CUDA's TF32 matmuls and convolutions allowed or not inside the block; the previous settings come back
+    afterwards, also on an error."""
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = allowed
     try:
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def fp32() -> AbstractContextManager[None]:
+    """Full float32 matmuls and convolutions (no TF32 on CUDA, which would weaken the attacks' gradients and shift
+    accuracies)."""
+    return tf32(False)
 
 
 def _timed(device: torch.device, fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float]:

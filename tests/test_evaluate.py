@@ -16,7 +16,7 @@ from acs_core import api, attacks, evaluate
 from acs_core.cli import main
 from acs_core.config import RunConfig
 from acs_core.data import Split, load_synthetic
-from acs_core.evaluate import evaluate_model, evaluate_run, parse_eps_list, sanity_checks
+from acs_core.evaluate import evaluate_model, evaluate_run, parse_eps_list, sanity_checks, tf32
 from acs_core.records import MODEL
 from acs_core.summary import EVAL, METRICS
 from acs_core.suites import SUITES, AttackSpec, Suite
@@ -275,10 +275,7 @@ def test_accuracies_are_exact_percentages():
 
 @pytest.mark.parametrize("fail", [False, True])
 def test_evaluation_runs_without_tf32_and_restores_the_settings(model_and_test, fail):
-    # saved and restored by hand: monkeypatch cannot undo torch's property-like cuBLAS flag under pytest 9.2
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    try:
+    with tf32(True):  # not monkeypatch: under pytest 9.2 it cannot undo torch's property-like cuBLAS flag
         probe = TF32Probe(fail)
         _, test = model_and_test
         suite = Suite((AttackSpec("fgsm"),))
@@ -289,8 +286,6 @@ def test_evaluation_runs_without_tf32_and_restores_the_settings(model_and_test, 
             evaluate_model(probe, test.subset(torch.arange(8)), suite, "linf", 0.1, EPS, CPU, 4, seed=0, quiet=True)
         assert probe.seen and set(probe.seen) == {(False, False)}  # every pass, clean and attacked, in full fp32
         assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (True, True)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 # ---------------------------------------------------------------- run folders and the CLI
